@@ -1,0 +1,38 @@
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, OpenApi, payload::Json};
+
+use super::{ApiTags, dto::DashboardStatsOut};
+use crate::{auth::BearerAuth, domain::now_micros, error::ApiResult, state::AppState};
+
+pub struct DashboardApi;
+
+#[derive(ApiResponse)]
+pub enum StatsResponse {
+    /// Current figures; `X-Cache` tells whether they came from the cache.
+    #[oai(status = 200)]
+    Ok(Json<DashboardStatsOut>, #[oai(header = "X-Cache")] String),
+}
+
+#[OpenApi(tag = "ApiTags::Dashboard")]
+impl DashboardApi {
+    /// Dashboard statistics
+    ///
+    /// Superuser only. Counts over all users from one aggregate query: totals, active,
+    /// inactive, superusers, and users created today and in the last seven days (UTC).
+    #[oai(
+        path = "/api/v1/dashboard/stats",
+        method = "get",
+        operation_id = "dashboard_stats"
+    )]
+    async fn stats(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> ApiResult<StatsResponse> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let stats = state.store.dashboard_stats(now_micros()).await?;
+        Ok(StatsResponse::Ok(Json(stats.into()), "MISS".into()))
+    }
+}

@@ -1,0 +1,253 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    types::{ToJSON, Type},
+};
+
+use super::{
+    ApiTags,
+    dto::{
+        MeUpdate, SortParam, UserCreate, UserOut, UserPage, UserUpdate, ValidChanges,
+        ValidUserCreate,
+    },
+};
+use crate::{
+    auth::BearerAuth,
+    domain::{DEFAULT_PAGE_SIZE, NewUser, PageRequest, UserChanges, UserFilter, UserId, UserQuery},
+    error::{ApiError, ApiResult, ErrorCode},
+    state::AppState,
+};
+
+pub struct UsersApi;
+
+#[derive(ApiResponse)]
+pub enum Created<T: ToJSON + Type + Send + Sync> {
+    /// Created; `Location` is the new resource's URL.
+    #[oai(status = 201)]
+    Created(Json<T>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// The user and their sessions are gone.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+fn default_page() -> u64 {
+    1
+}
+
+fn default_size() -> u64 {
+    DEFAULT_PAGE_SIZE
+}
+
+pub(super) async fn create_validated(
+    state: &AppState,
+    valid: ValidUserCreate,
+) -> ApiResult<Created<UserOut>> {
+    let hashed_password = state.auth.hash_password(valid.password.expose()).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email: valid.email,
+            full_name: valid.full_name,
+            hashed_password,
+            is_active: valid.is_active,
+            is_superuser: valid.is_superuser,
+        })
+        .await?;
+    let location = format!("/api/v1/users/{}", user.id);
+    Ok(Created::Created(Json(user.into()), location))
+}
+
+async fn apply_changes(
+    state: &AppState,
+    id: UserId,
+    valid: ValidChanges,
+) -> ApiResult<Json<UserOut>> {
+    let hashed_password = match &valid.password {
+        Some(p) => Some(state.auth.hash_password(p.expose()).await?),
+        None => None,
+    };
+    let changes = UserChanges {
+        email: valid.email,
+        full_name: valid.full_name,
+        hashed_password,
+        is_active: valid.is_active,
+        is_superuser: valid.is_superuser,
+    };
+    let revokes_sessions = changes.revokes_sessions();
+    let user = state.store.update_user(id, changes).await?;
+    if revokes_sessions {
+        state.auth.revoke_sessions(id).await?;
+    }
+    Ok(Json(user.into()))
+}
+
+#[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
+impl UsersApi {
+    /// Your account
+    #[oai(path = "/me", method = "get", operation_id = "get_me")]
+    async fn get_me(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> ApiResult<Json<UserOut>> {
+        Ok(Json(state.auth.authenticate(&auth).await?.into()))
+    }
+
+    /// Update your account
+    ///
+    /// Change your email, name or password. A new password needs `current_password`
+    /// (wrong → 403) and ends your other sessions. `is_active` and `is_superuser` cannot
+    /// be changed here.
+    #[oai(path = "/me", method = "patch", operation_id = "update_me")]
+    async fn update_me(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: Json<MeUpdate>,
+    ) -> ApiResult<Json<UserOut>> {
+        let me = state.auth.authenticate(&auth).await?;
+        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
+        if let Some(current) = &body.current_password {
+            let hash = state
+                .store
+                .get_password_hash(me.id)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("Your account no longer exists."))?;
+            if !state.auth.hasher().verify(current, &hash).await {
+                return Err(ApiError::forbidden("The current password is wrong."));
+            }
+        }
+        apply_changes(&state, me.id, valid).await
+    }
+
+    /// List users
+    ///
+    /// Superuser only. Filters combine with AND; `search` is a literal, case-insensitive
+    /// substring of email or full name; `created_after` is inclusive and `created_before`
+    /// exclusive (RFC 3339). A page past the end is empty.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/", method = "get", operation_id = "list_users")]
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// Page number, from 1.
+        #[oai(default = "default_page", validator(minimum(value = "1")))]
+        page: Query<u64>,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_size",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        size: Query<u64>,
+        is_active: Query<Option<bool>>,
+        is_superuser: Query<Option<bool>>,
+        /// Literal substring of email or full name, case-insensitive.
+        search: Query<Option<String>>,
+        /// Created at or after this instant (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Created before this instant (RFC 3339).
+        created_before: Query<Option<DateTime<Utc>>>,
+        #[oai(default)] sort: Query<SortParam>,
+    ) -> ApiResult<Json<UserPage>> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let page = PageRequest::new(page.0, size.0).map_err(|e| ApiError::validation(&[e]))?;
+        let query = UserQuery {
+            filter: UserFilter {
+                is_active: is_active.0,
+                is_superuser: is_superuser.0,
+                search: search.0.filter(|s| !s.is_empty()),
+                created_after: created_after.0,
+                created_before: created_before.0,
+            },
+            sort: sort.0.into(),
+            page,
+        };
+        Ok(Json(state.store.list_users(&query).await?.into()))
+    }
+
+    /// Create a user
+    ///
+    /// Superuser only. 409 `email_taken` when the email exists in any letter case.
+    #[oai(path = "/", method = "post", operation_id = "create_user")]
+    async fn create(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: Json<UserCreate>,
+    ) -> ApiResult<Created<UserOut>> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
+        create_validated(&state, valid).await
+    }
+
+    /// Get a user
+    ///
+    /// Superusers may read anyone; other users only themselves.
+    #[oai(path = "/:id", method = "get", operation_id = "get_user")]
+    async fn get(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Json<UserOut>> {
+        let caller = state.auth.authenticate(&auth).await?;
+        if !caller.is_superuser && caller.id != id.0 {
+            return Err(ApiError::forbidden("You may only read your own account."));
+        }
+        let user = state
+            .store
+            .get_user(id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("User not found."))?;
+        Ok(Json(user.into()))
+    }
+
+    /// Update a user
+    ///
+    /// Superuser only (use `PATCH /api/v1/users/me` for yourself otherwise). Deactivating
+    /// a user or setting a password ends their sessions. 409 `conflict` if the change
+    /// would leave no active superuser.
+    #[oai(path = "/:id", method = "patch", operation_id = "update_user")]
+    async fn update(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        id: Path<i64>,
+        body: Json<UserUpdate>,
+    ) -> ApiResult<Json<UserOut>> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
+        apply_changes(&state, id.0, valid).await
+    }
+
+    /// Delete a user
+    ///
+    /// Superuser only. You cannot delete yourself, nor the last active superuser (409).
+    #[oai(path = "/:id", method = "delete", operation_id = "delete_user")]
+    async fn delete(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Deleted> {
+        let caller = state.auth.authenticate_superuser(&auth).await?;
+        if caller.id == id.0 {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "You cannot delete your own account.",
+            ));
+        }
+        state.store.delete_user(id.0).await?;
+        Ok(Deleted::NoContent)
+    }
+}

@@ -1,0 +1,152 @@
+//! Building the service: state, routes, middleware, and the server loop.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Route, Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+    middleware::CatchPanic,
+};
+
+use crate::{
+    api,
+    auth::{AuthService, random_token},
+    config::Settings,
+    domain::{Email, NewUser, Password},
+    error::ApiError,
+    middleware::Observe,
+    state::AppState,
+    store::{self, StoreError, UserStore},
+};
+
+/// The account created on an empty database when no FIRST_SUPERUSER_* is configured.
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+pub const BOOTSTRAP_ADMIN_EMAIL: &str = "admin@example.com";
+
+/// Connects the store, applies migrations, loads the signing key and makes sure a
+/// superuser exists.
+pub async fn build_state(
+    settings: Settings,
+) -> Result<(Arc<AppState>, Option<BootstrapAdmin>), String> {
+    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let auth = AuthService::new(&settings, store.clone()).await?;
+    let state = Arc::new(AppState {
+        settings,
+        store,
+        auth,
+        started_at: Instant::now(),
+    });
+    let bootstrap = ensure_superuser(&state).await?;
+    Ok((state, bootstrap))
+}
+
+async fn ensure_superuser(state: &AppState) -> Result<Option<BootstrapAdmin>, String> {
+    let settings = &state.settings;
+    if let (Some(email), Some(password)) = (
+        &settings.first_superuser_email,
+        &settings.first_superuser_password,
+    ) {
+        let email = Email::parse(email).map_err(|e| format!("FIRST_SUPERUSER_EMAIL: {e}"))?;
+        let password = Password::parse(password.expose())
+            .map_err(|e| format!("FIRST_SUPERUSER_PASSWORD: {e}"))?;
+        if state
+            .store
+            .find_credentials_by_email(&email)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            create_superuser(state.store.as_ref(), &state.auth, email, &password).await?;
+        }
+        return Ok(None);
+    }
+    if state.store.count_users().await.map_err(|e| e.to_string())? > 0 {
+        return Ok(None);
+    }
+    let password_text: String = random_token()?.chars().take(20).collect();
+    let email = Email::parse(BOOTSTRAP_ADMIN_EMAIL)?;
+    let password = Password::parse(&password_text)?;
+    let created = create_superuser(state.store.as_ref(), &state.auth, email, &password).await?;
+    Ok(created.then(|| BootstrapAdmin {
+        email: BOOTSTRAP_ADMIN_EMAIL.into(),
+        password: password_text,
+    }))
+}
+
+/// Creates an active superuser; `false` when another instance created the email first.
+pub async fn create_superuser(
+    store: &dyn UserStore,
+    auth: &AuthService,
+    email: Email,
+    password: &Password,
+) -> Result<bool, String> {
+    let hashed_password = auth.hasher().hash(password.expose()).await?;
+    let new_user = NewUser {
+        email,
+        full_name: None,
+        hashed_password,
+        is_active: true,
+        is_superuser: true,
+    };
+    match store.create_user(new_user).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::EmailTaken) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The whole HTTP application for `state`.
+pub fn build_endpoint(state: Arc<AppState>) -> impl Endpoint + 'static {
+    let api = api::service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let observe = Observe {
+        trust_proxy_headers: state.settings.trust_proxy_headers,
+        slow_request: state.settings.slow_request,
+    };
+    Route::new()
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .nest("/", api)
+        .data(state)
+        .with(
+            CatchPanic::new()
+                .with_handler(|_| ApiError::internal("handler panicked").into_response()),
+        )
+        .with(observe)
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpAcceptor> {
+    TcpListener::bind(addr).into_acceptor().await
+}
+
+pub fn local_addr(acceptor: &TcpAcceptor) -> Option<std::net::SocketAddr> {
+    acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    acceptor: TcpAcceptor,
+    endpoint: impl Endpoint + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> std::io::Result<()> {
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(endpoint, shutdown, Some(grace))
+        .await
+}

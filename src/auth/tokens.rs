@@ -1,0 +1,110 @@
+//! HS256 access tokens and opaque refresh tokens (stored only as SHA-256 hashes).
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::UserId;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+}
+
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl AccessTokens {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // SPEC: expiry enforced with at most 1 s of leeway.
+        validation.leeway = 1;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, user_id: UserId, now: DateTime<Utc>) -> Result<String, String> {
+        let iat = now.timestamp();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iat,
+            nbf: iat,
+            exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| format!("token signing failed: {e}"))
+    }
+
+    /// The user id of a valid, unexpired token signed with our key.
+    pub fn verify(&self, token: &str) -> Option<UserId> {
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        data.claims.sub.parse().ok()
+    }
+}
+
+/// 256 random bits, URL-safe.
+pub fn random_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness available: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What the database keeps of a refresh token.
+pub fn refresh_token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_user() {
+        let tokens = AccessTokens::new(SECRET, Duration::from_secs(60));
+        let token = tokens.issue(42, Utc::now()).unwrap();
+        assert_eq!(tokens.verify(&token), Some(42));
+    }
+
+    #[test]
+    fn expired_foreign_and_garbage_tokens_are_refused() {
+        let tokens = AccessTokens::new(SECRET, Duration::from_secs(60));
+        let old = tokens
+            .issue(1, Utc::now() - chrono::Duration::seconds(120))
+            .unwrap();
+        assert_eq!(tokens.verify(&old), None);
+        let other = AccessTokens::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
+        assert_eq!(tokens.verify(&other.issue(1, Utc::now()).unwrap()), None);
+        assert_eq!(tokens.verify("not.a.jwt"), None);
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hash_to_hex() {
+        let a = random_token().unwrap();
+        assert_ne!(a, random_token().unwrap());
+        assert_eq!(refresh_token_hash(&a).len(), 64);
+    }
+}

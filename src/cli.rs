@@ -1,0 +1,165 @@
+//! The command line: `roster [serve|migrate|create-superuser|openapi]`.
+
+use std::{collections::HashMap, io::Write, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    api, app,
+    auth::AuthService,
+    config::Settings,
+    domain::{Email, Password},
+    store, telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "roster", version, about = "Self-hosted user-management REST API", long_about = None)]
+pub struct Cli {
+    /// Overrides DATABASE_URL (sqlite://PATH, sqlite::memory:, postgres://…).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Overrides BIND_ADDR (HOST:PORT).
+    #[arg(long, global = true)]
+    pub bind: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create an active superuser.
+    CreateSuperuser {
+        #[arg(long)]
+        email: String,
+        /// The password; else ROSTER_PASSWORD; else asked for on the terminal.
+        #[arg(long, env = "ROSTER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Runs the command; `Err` holds the message for stderr and means exit code 1.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        print!("{}", api::spec_json());
+        return std::io::stdout().flush().map_err(|e| e.to_string());
+    }
+    let mut overrides = HashMap::new();
+    if let Some(url) = cli.database_url {
+        overrides.insert("DATABASE_URL", url);
+    }
+    if let Some(bind) = cli.bind {
+        overrides.insert("BIND_ADDR", bind);
+    }
+    let _ = dotenvy::dotenv();
+    let settings = Settings::from_lookup(&|name| {
+        overrides
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    })
+    .map_err(|errors| format!("invalid configuration:\n{errors}"))?;
+    telemetry::init(settings.log_format);
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(settings).await,
+        Command::CreateSuperuser { email, password } => {
+            create_superuser(settings, &email, password).await
+        }
+        Command::Openapi => Ok(()),
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let bind_addr = settings.bind_addr;
+    let grace = settings.request_timeout + Duration::from_secs(1);
+    let (state, bootstrap) = app::build_state(settings).await?;
+    if let Some(admin) = bootstrap {
+        println!(
+            "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Log in at http://{bind_addr}/docs and change it.\n",
+            admin.email, admin.password
+        );
+    }
+    let acceptor = app::bind(bind_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {bind_addr}: {e}"))?;
+    tracing::info!(addr = %bind_addr, backend = state.store.backend(), "roster listening");
+    let endpoint = app::build_endpoint(state.clone());
+    app::serve(acceptor, endpoint, shutdown_signal(), grace)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("roster stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+async fn migrate(settings: Settings) -> Result<(), String> {
+    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    let report = store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    if report.applied.is_empty() {
+        println!("Schema is up to date (version {}).", report.current_version);
+    } else {
+        println!(
+            "Applied migrations {:?}; schema is now at version {}.",
+            report.applied, report.current_version
+        );
+    }
+    Ok(())
+}
+
+async fn create_superuser(
+    settings: Settings,
+    email: &str,
+    password: Option<String>,
+) -> Result<(), String> {
+    let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
+    let password = match password {
+        Some(p) => p,
+        None => rpassword::prompt_password("Password for the new superuser: ").map_err(|e| {
+            format!("cannot read a password (use --password or ROSTER_PASSWORD): {e}")
+        })?,
+    };
+    let password = Password::parse(&password).map_err(|e| format!("password: {e}"))?;
+    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let auth = AuthService::new(&settings, store.clone()).await?;
+    if app::create_superuser(store.as_ref(), &auth, email.clone(), &password).await? {
+        println!("Created superuser {email}.");
+        Ok(())
+    } else {
+        Err(format!("a user with email {email} already exists"))
+    }
+}

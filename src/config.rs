@@ -1,0 +1,373 @@
+//! Typed settings from the environment (and `.env`), validated once at start-up.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+/// A secret string whose `Debug` output never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where the data lives, chosen by the scheme of DATABASE_URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    SqliteFile(PathBuf),
+    SqliteMemory,
+    Postgres(Secret),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if let Some(rest) = raw.strip_prefix("sqlite:") {
+            if !cfg!(feature = "sqlite") {
+                return Err(
+                    "sqlite URLs need the `sqlite` cargo feature, which this build lacks".into(),
+                );
+            }
+            if rest == ":memory:" || rest == "//:memory:" {
+                return Ok(Self::SqliteMemory);
+            }
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err("sqlite URL has no file path (expected sqlite://PATH)".into());
+            }
+            return Ok(Self::SqliteFile(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            if !cfg!(feature = "postgres") {
+                return Err("postgres URLs need the `postgres` cargo feature; rebuild with `--features postgres`".into());
+            }
+            return Ok(Self::Postgres(Secret::new(raw)));
+        }
+        Err(format!(
+            "unknown scheme in `{}` (expected sqlite://PATH, sqlite::memory: or postgres://…)",
+            raw.split("://").next().unwrap_or(raw)
+        ))
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::SqliteFile(_) | Self::SqliteMemory => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Argon2Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub bind_addr: SocketAddr,
+    pub db_pool_size: u32,
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub cache_enabled: bool,
+    pub cache_default_ttl: Duration,
+    pub dashboard_cache_ttl: Duration,
+    pub user_cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    pub request_timeout: Duration,
+    pub rate_limit_enabled: bool,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub login_rate_limit_per_minute: u32,
+    pub trust_proxy_headers: bool,
+    pub max_body_bytes: usize,
+    pub bulk_max_users: usize,
+    pub slow_request: Duration,
+    pub log_format: LogFormat,
+    pub allow_registration: bool,
+    pub first_superuser_email: Option<String>,
+    pub first_superuser_password: Option<Secret>,
+    pub argon2: Argon2Cost,
+}
+
+/// Every bad variable found, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads variables one by one and remembers every failure instead of stopping at the first.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        match self.raw(name) {
+            None => default,
+            Some(value) => match parse(value.trim()) {
+                Ok(v) => v,
+                Err(why) => {
+                    let shown = if is_sensitive(name) {
+                        String::new()
+                    } else {
+                        format!(" (got `{}`)", value.trim())
+                    };
+                    self.errors.push(format!("{name}: {why}{shown}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn number<T>(&mut self, name: &str, default: T, min: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + Copy + fmt::Display,
+    {
+        self.parsed(name, default, |v| match v.parse::<T>() {
+            Ok(n) if n >= min => Ok(n),
+            Ok(_) => Err(format!("must be at least {min}")),
+            Err(_) => Err("not a valid whole number".into()),
+        })
+    }
+
+    fn seconds(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_secs(self.number(name, default, 1))
+    }
+
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        self.parsed(name, default, parse_bool)
+    }
+}
+
+/// Values of these variables may hold credentials and are never echoed back.
+fn is_sensitive(name: &str) -> bool {
+    name.contains("SECRET") || name.contains("PASSWORD") || name == "DATABASE_URL"
+}
+
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+impl Settings {
+    /// Loads `.env` when present, then reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
+        Self::from_lookup(&|name| vars.get(name).cloned())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut r = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
+        let database_url = r.parsed(
+            "DATABASE_URL",
+            DatabaseUrl::SqliteFile(PathBuf::from("roster.db")),
+            DatabaseUrl::parse,
+        );
+        let bind_addr = r.parsed("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)), |v| {
+            v.parse()
+                .map_err(|_| "expected HOST:PORT, e.g. 127.0.0.1:8000".to_string())
+        });
+        let db_pool_size = r.number("DB_POOL_SIZE", 5u32, 1);
+        let jwt_secret = r.parsed("JWT_SECRET", None, |v| {
+            if v.len() >= 32 {
+                Ok(Some(Secret::new(v)))
+            } else {
+                Err(format!("must be at least 32 bytes, has {}", v.len()))
+            }
+        });
+        let access_token_ttl = r.seconds("ACCESS_TOKEN_TTL_SECS", 1800);
+        let refresh_token_ttl = r.seconds("REFRESH_TOKEN_TTL_SECS", 1_209_600);
+        let cache_enabled = r.flag("CACHE_ENABLED", true);
+        let cache_default_ttl = r.seconds("CACHE_DEFAULT_TTL", 300);
+        let dashboard_cache_ttl = r.seconds("DASHBOARD_CACHE_TTL", 60);
+        let user_cache_ttl = r.seconds("USER_CACHE_TTL", 300);
+        let cache_max_entries = r.number("CACHE_MAX_ENTRIES", 100_000u64, 1);
+        let request_timeout =
+            r.parsed(
+                "REQUEST_TIMEOUT_SECS",
+                Duration::from_secs(30),
+                |v| match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                        Ok(Duration::from_secs_f64(s))
+                    }
+                    _ => Err("expected a number of seconds above 0".into()),
+                },
+            );
+        let rate_limit_enabled = r.flag("RATE_LIMIT_ENABLED", true);
+        let rate_limit_per_second = r.number("RATE_LIMIT_PER_SECOND", 100u32, 1);
+        let rate_limit_burst = r.number("RATE_LIMIT_BURST", 200u32, 1);
+        let login_rate_limit_per_minute = r.number("LOGIN_RATE_LIMIT_PER_MINUTE", 10u32, 1);
+        let trust_proxy_headers = r.flag("TRUST_PROXY_HEADERS", false);
+        let max_body_bytes = r.number("MAX_BODY_BYTES", 1_048_576usize, 1);
+        let bulk_max_users = r.number("BULK_MAX_USERS", 1000usize, 1);
+        let slow_request = Duration::from_millis(r.number("SLOW_REQUEST_MS", 500u64, 0));
+        let log_format = r.parsed("LOG_FORMAT", LogFormat::Pretty, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "pretty" => Ok(LogFormat::Pretty),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected pretty or json".into()),
+            }
+        });
+        let allow_registration = r.flag("ALLOW_REGISTRATION", false);
+        let first_superuser_email = r.raw("FIRST_SUPERUSER_EMAIL").map(|v| v.trim().to_string());
+        let first_superuser_password = r.raw("FIRST_SUPERUSER_PASSWORD").map(Secret::new);
+        if first_superuser_email.is_some() != first_superuser_password.is_some() {
+            r.errors.push(
+                "FIRST_SUPERUSER_EMAIL / FIRST_SUPERUSER_PASSWORD: set both or neither".into(),
+            );
+        }
+        let argon2 = Argon2Cost {
+            memory_kib: r.number("ARGON2_MEMORY_KIB", 19_456u32, 8),
+            iterations: r.number("ARGON2_ITERATIONS", 2u32, 1),
+            parallelism: r.number("ARGON2_PARALLELISM", 1u32, 1),
+        };
+        if argon2.memory_kib < 8 * argon2.parallelism {
+            r.errors
+                .push("ARGON2_MEMORY_KIB: must be at least 8 × ARGON2_PARALLELISM".into());
+        }
+
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Ok(Settings {
+            database_url,
+            bind_addr,
+            db_pool_size,
+            jwt_secret,
+            access_token_ttl,
+            refresh_token_ttl,
+            cache_enabled,
+            cache_default_ttl,
+            dashboard_cache_ttl,
+            user_cache_ttl,
+            cache_max_entries,
+            request_timeout,
+            rate_limit_enabled,
+            rate_limit_per_second,
+            rate_limit_burst,
+            login_rate_limit_per_minute,
+            trust_proxy_headers,
+            max_body_bytes,
+            bulk_max_users,
+            slow_request,
+            log_format,
+            allow_registration,
+            first_superuser_email,
+            first_superuser_password,
+            argon2,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_url, DatabaseUrl::SqliteFile("roster.db".into()));
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.db_pool_size, 5);
+        assert_eq!(s.access_token_ttl, Duration::from_secs(1800));
+        assert_eq!(s.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_body_bytes, 1_048_576);
+        assert!(!s.allow_registration);
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_on_its_own_line() {
+        let err = settings(&[
+            ("DB_POOL_SIZE", "many"),
+            ("DATABASE_URL", "mysql://x"),
+            ("JWT_SECRET", "short"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(err.0[0].starts_with("DATABASE_URL:"));
+        assert!(err.0[1].starts_with("DB_POOL_SIZE:"));
+        assert!(err.0[2].starts_with("JWT_SECRET:"));
+        assert!(
+            !err.to_string().contains("short`"),
+            "a secret is never echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn sqlite_urls_are_understood() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite::memory:").unwrap(),
+            DatabaseUrl::SqliteMemory
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///data/roster.db").unwrap(),
+            DatabaseUrl::SqliteFile("/data/roster.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://roster.db").unwrap(),
+            DatabaseUrl::SqliteFile("roster.db".into())
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = settings(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]).unwrap();
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+}

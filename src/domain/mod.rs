@@ -1,0 +1,30 @@
+//! Domain types: what the service knows about users, parsed from untrusted input.
+
+mod email;
+mod password;
+mod query;
+mod user;
+
+pub use email::Email;
+pub use password::Password;
+pub use query::{
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest, SortDirection, SortField, UserFilter,
+    UserQuery, UserSort,
+};
+pub use user::{DashboardStats, FullName, NewUser, User, UserChanges, UserId, now_micros};
+
+/// A rule broken by one field of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+use chrono::{DateTime, Utc};
+
+pub const MAX_PAGE_SIZE: u64 = 100;
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+
+/// Filters of the user list and export; every one is applied in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub is_active: Option<bool>,
+    pub is_superuser: Option<bool>,
+    /// A literal, case-insensitive substring of email or full name.
+    pub search: Option<String>,
+    /// Inclusive.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    CreatedAt,
+    Email,
+    FullName,
+    Id,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDirection {
+    Asc,
+    Desc,
+}
+
+/// A sort key; ties are always broken by id in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSort {
+    pub field: SortField,
+    pub direction: SortDirection,
+}
+
+impl Default for UserSort {
+    fn default() -> Self {
+        Self {
+            field: SortField::CreatedAt,
+            direction: SortDirection::Desc,
+        }
+    }
+}
+
+impl UserSort {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (direction, name) = match raw.strip_prefix('-') {
+            Some(name) => (SortDirection::Desc, name),
+            None => (SortDirection::Asc, raw),
+        };
+        let field = match name {
+            "created_at" => SortField::CreatedAt,
+            "email" => SortField::Email,
+            "full_name" => SortField::FullName,
+            "id" => SortField::Id,
+            _ => {
+                return Err(
+                    "must be one of created_at, email, full_name, id, optionally prefixed by -"
+                        .into(),
+                );
+            }
+        };
+        Ok(Self { field, direction })
+    }
+}
+
+/// A page number (from 1) and size (1..=100), with the one pagination arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u64,
+    pub size: u64,
+}
+
+impl PageRequest {
+    pub fn new(page: u64, size: u64) -> Result<Self, crate::domain::FieldError> {
+        use crate::domain::FieldError;
+        if page < 1 {
+            return Err(FieldError::new("page", "must be at least 1"));
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&size) {
+            return Err(FieldError::new(
+                "size",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok(Self { page, size })
+    }
+
+    /// Rows to skip, or `None` when the page lies beyond anything a table can hold.
+    pub fn offset(&self) -> Option<i64> {
+        (self.page - 1)
+            .checked_mul(self.size)
+            .and_then(|o| i64::try_from(o).ok())
+    }
+
+    pub fn limit(&self) -> i64 {
+        self.size as i64
+    }
+
+    /// `ceil(total / size)`, 0 when there is nothing.
+    pub fn page_count(&self, total: u64) -> u64 {
+        total.div_ceil(self.size)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserQuery {
+    pub filter: UserFilter,
+    pub sort: UserSort,
+    pub page: PageRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub page: u64,
+    pub size: u64,
+    pub pages: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_count_rounds_up_and_is_zero_when_empty() {
+        let p = PageRequest::new(1, 50).unwrap();
+        assert_eq!(p.page_count(0), 0);
+        assert_eq!(p.page_count(1), 1);
+        assert_eq!(p.page_count(50), 1);
+        assert_eq!(p.page_count(51), 2);
+    }
+
+    #[test]
+    fn offsets_never_overflow() {
+        assert_eq!(PageRequest::new(3, 20).unwrap().offset(), Some(40));
+        assert_eq!(PageRequest::new(u64::MAX, 100).unwrap().offset(), None);
+    }
+
+    #[test]
+    fn page_bounds_are_enforced() {
+        assert!(PageRequest::new(0, 10).is_err());
+        assert!(PageRequest::new(1, 0).is_err());
+        assert!(PageRequest::new(1, 101).is_err());
+        assert!(PageRequest::new(1, 100).is_ok());
+    }
+
+    #[test]
+    fn sort_keys_parse_with_direction() {
+        assert_eq!(
+            UserSort::parse("-email").unwrap(),
+            UserSort {
+                field: SortField::Email,
+                direction: SortDirection::Desc
+            }
+        );
+        assert_eq!(
+            UserSort::parse("id").unwrap(),
+            UserSort {
+                field: SortField::Id,
+                direction: SortDirection::Asc
+            }
+        );
+        assert!(UserSort::parse("password").is_err());
+        assert!(UserSort::parse("--id").is_err());
+    }
+}

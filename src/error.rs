@@ -1,0 +1,391 @@
+//! `ApiError`: the one place where failures become HTTP responses.
+
+use poem::{
+    error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
+    http::StatusCode,
+};
+use poem_openapi::{
+    ApiResponse, Object,
+    error::{
+        AuthorizationError, ContentTypeError, ParseMultipartError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    },
+    payload::Json,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    domain::FieldError, middleware::request_context::current_request_id, store::StoreError,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    InvalidCredentials,
+    Forbidden,
+    InactiveUser,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+    RateLimited,
+    InternalError,
+    ServiceUnavailable,
+    RequestTimeout,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+            Self::InactiveUser => "inactive_user",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::EmailTaken => "email_taken",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::ValidationError => "validation_error",
+            Self::RateLimited => "rate_limited",
+            Self::InternalError => "internal_error",
+            Self::ServiceUnavailable => "service_unavailable",
+            Self::RequestTimeout => "request_timeout",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::InactiveUser => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::EmailTaken | Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// Machine-readable snake_case code, e.g. `validation_error`.
+    pub error: String,
+    /// A sentence for humans.
+    pub message: String,
+    /// The request's id, also sent as the `X-Request-ID` header.
+    pub request_id: String,
+    /// Extra facts: for `validation_error` a list of `{field, message}` (bulk adds `index`);
+    /// for `email_taken` on bulk `{"emails": [...]}`.
+    #[oai(skip_serializing_if_is_none)]
+    pub details: Option<Value>,
+}
+
+/// Every failure an endpoint can answer with.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed request, e.g. a body that is not JSON.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid or expired credentials.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Authenticated but not allowed, or the account is inactive.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The path does not serve this method.
+    #[oai(status = 405)]
+    MethodNotAllowed(Json<ErrorBody>),
+    /// The request conflicts with the current state, e.g. a taken email.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body is larger than the configured limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Well-formed input that breaks a rule; `details` lists each field.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// Too many requests from this client; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
+    /// An unexpected failure on the server.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+    /// The request took longer than the configured timeout.
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::build(code, message.into(), None)
+    }
+
+    pub fn with_details(code: ErrorCode, message: impl Into<String>, details: Value) -> Self {
+        Self::build(code, message.into(), Some(details))
+    }
+
+    pub fn validation(errors: &[FieldError]) -> Self {
+        let details = errors
+            .iter()
+            .map(|e| json!({"field": e.field, "message": e.message}))
+            .collect();
+        let summary = errors
+            .iter()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::with_details(
+            ErrorCode::ValidationError,
+            format!("Invalid input: {summary}."),
+            Value::Array(details),
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// Logs the detail; the client sees only a generic sentence.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(ErrorCode::InternalError, "An internal error occurred.")
+    }
+
+    fn build(code: ErrorCode, message: String, details: Option<Value>) -> Self {
+        let body = Json(ErrorBody {
+            error: code.as_str().to_string(),
+            message,
+            request_id: current_request_id(),
+            details,
+        });
+        match code.status().as_u16() {
+            400 => Self::BadRequest(body),
+            401 => Self::Unauthorized(body),
+            403 => Self::Forbidden(body),
+            404 => Self::NotFound(body),
+            405 => Self::MethodNotAllowed(body),
+            409 => Self::Conflict(body),
+            413 => Self::PayloadTooLarge(body),
+            415 => Self::UnsupportedMediaType(body),
+            422 => Self::Unprocessable(body),
+            429 => Self::TooManyRequests(body),
+            503 => Self::Unavailable(body),
+            504 => Self::Timeout(body),
+            _ => Self::Internal(body),
+        }
+    }
+
+    pub fn body(&self) -> &ErrorBody {
+        match self {
+            Self::BadRequest(b)
+            | Self::Unauthorized(b)
+            | Self::Forbidden(b)
+            | Self::NotFound(b)
+            | Self::MethodNotAllowed(b)
+            | Self::Conflict(b)
+            | Self::PayloadTooLarge(b)
+            | Self::UnsupportedMediaType(b)
+            | Self::Unprocessable(b)
+            | Self::TooManyRequests(b)
+            | Self::Internal(b)
+            | Self::Unavailable(b)
+            | Self::Timeout(b) => b,
+        }
+    }
+
+    /// Translates poem's and poem-openapi's own errors (routing, parsing, content type,
+    /// missing credentials, body limits) into our error body.
+    pub fn from_poem(err: &poem::Error) -> Self {
+        if err.is::<NotFoundError>() {
+            return Self::not_found("No such route.");
+        }
+        if err.is::<MethodNotAllowedError>() {
+            return Self::new(
+                ErrorCode::MethodNotAllowed,
+                "This path does not serve that method.",
+            );
+        }
+        if let Some(e) = err.downcast_ref::<ParseParamError>() {
+            return Self::validation(&[FieldError::new(e.name, clean_reason(&e.reason))]);
+        }
+        if let Some(e) = err.downcast_ref::<ParsePathError>() {
+            return Self::validation(&[FieldError::new(e.name, clean_reason(&e.reason))]);
+        }
+        if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+            return payload_error(&e.reason);
+        }
+        if err.is::<ParseMultipartError>() {
+            return Self::new(
+                ErrorCode::BadRequest,
+                "The request body could not be parsed.",
+            );
+        }
+        if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+            let message = match e {
+                ContentTypeError::ExpectContentType => {
+                    "This endpoint takes a JSON body; send Content-Type: application/json."
+                        .to_string()
+                }
+                ContentTypeError::NotSupported { content_type } => format!(
+                    "Content-Type `{content_type}` is not supported; send application/json."
+                ),
+            };
+            return Self::new(ErrorCode::UnsupportedMediaType, message);
+        }
+        if err.is::<AuthorizationError>() {
+            return Self::unauthorized("Missing or malformed bearer token.");
+        }
+        if let Some(ReadBodyError::PayloadTooLarge) = err.downcast_ref::<ReadBodyError>() {
+            return Self::new(ErrorCode::PayloadTooLarge, "The request body is too large.");
+        }
+        match err.status() {
+            StatusCode::BAD_REQUEST => Self::new(
+                ErrorCode::BadRequest,
+                "The request could not be understood.",
+            ),
+            StatusCode::UNAUTHORIZED => Self::unauthorized("Authentication required."),
+            StatusCode::FORBIDDEN => Self::forbidden("Not allowed."),
+            StatusCode::NOT_FOUND => Self::not_found("Not found."),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                ErrorCode::MethodNotAllowed,
+                "This path does not serve that method.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::LENGTH_REQUIRED => {
+                Self::new(ErrorCode::PayloadTooLarge, "The request body is too large.")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                ErrorCode::UnsupportedMediaType,
+                "Unsupported Content-Type; send application/json.",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                Self::new(ErrorCode::ValidationError, "Invalid input.")
+            }
+            status if status.is_client_error() => Self::new(
+                ErrorCode::BadRequest,
+                "The request could not be understood.",
+            ),
+            _ => Self::internal(err),
+        }
+    }
+}
+
+/// poem-openapi reports both unparsable JSON and JSON of the wrong shape as one error type;
+/// the reason tells them apart: shape errors come from its schema parser.
+fn payload_error(reason: &str) -> ApiError {
+    if reason.starts_with("failed to parse") {
+        let field = field_in_reason(reason).unwrap_or_else(|| "body".to_string());
+        ApiError::validation(&[FieldError::new(field, clean_reason(reason))])
+    } else {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("The body is not valid JSON: {reason}."),
+        )
+    }
+}
+
+/// Pulls the field name out of poem-openapi messages like ``… field `email`: …`` or
+/// `` … `password` is required``.
+fn field_in_reason(reason: &str) -> Option<String> {
+    let start = reason.find('`')? + 1;
+    let len = reason[start..].find('`')?;
+    Some(reason[start..start + len].to_string())
+}
+
+fn clean_reason(reason: &str) -> String {
+    reason.trim().trim_end_matches('.').to_string()
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::not_found("User not found."),
+            StoreError::EmailTaken => Self::new(
+                ErrorCode::EmailTaken,
+                "A user with this email already exists.",
+            ),
+            StoreError::LastActiveSuperuser => Self::new(
+                ErrorCode::Conflict,
+                "This change would leave the system without an active superuser.",
+            ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The database is unavailable; try again shortly.",
+                )
+            }
+            StoreError::SchemaTooNew { .. } => {
+                tracing::error!(error = %err, "schema mismatch");
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The database schema does not match this server.",
+                )
+            }
+            StoreError::Other(detail) => Self::internal(detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_taken_from_poem_openapi_reasons() {
+        assert_eq!(
+            field_in_reason("failed to parse \"LoginRequest\": field `email`: expected string")
+                .as_deref(),
+            Some("email")
+        );
+        assert_eq!(field_in_reason("no backticks"), None);
+    }
+
+    #[test]
+    fn json_syntax_errors_are_bad_requests_and_shape_errors_are_422() {
+        assert_eq!(
+            payload_error("expected value at line 1 column 1")
+                .body()
+                .error,
+            "bad_request"
+        );
+        assert_eq!(
+            payload_error("failed to parse \"X\": expected object")
+                .body()
+                .error,
+            "validation_error"
+        );
+    }
+}

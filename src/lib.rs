@@ -1,0 +1,13 @@
+//! Roster: a self-hosted user-management REST API on SQLite or PostgreSQL.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod middleware;
+pub mod state;
+pub mod store;
+pub mod telemetry;

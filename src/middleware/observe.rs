@@ -1,0 +1,87 @@
+//! The outermost layer: request id, error bodies for poem's own errors, and the access log.
+
+use std::time::{Duration, Instant};
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
+use tracing::Instrument;
+
+use super::{
+    client_ip,
+    request_context::{self, RequestContext, is_valid_request_id},
+};
+use crate::error::ApiError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub struct Observe {
+    pub trust_proxy_headers: bool,
+    pub slow_request: Duration,
+}
+
+impl<E: Endpoint> Middleware<E> for Observe {
+    type Output = ObserveEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        ObserveEndpoint {
+            inner,
+            trust_proxy_headers: self.trust_proxy_headers,
+            slow_request: self.slow_request,
+        }
+    }
+}
+
+pub struct ObserveEndpoint<E> {
+    inner: E,
+    trust_proxy_headers: bool,
+    slow_request: Duration,
+}
+
+impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| is_valid_request_id(id))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let client_ip = client_ip(&req, self.trust_proxy_headers)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        let ctx = RequestContext::new(request_id.clone());
+        let span = tracing::info_span!("request", %request_id, %method, %path);
+
+        let mut response = request_context::scope(
+            ctx.clone(),
+            async {
+                match self.inner.call(req).await {
+                    Ok(output) => output.into_response(),
+                    Err(err) if err.is_from_response() => err.into_response(),
+                    Err(err) => ApiError::from_poem(&err).into_response(),
+                }
+            }
+            .instrument(span.clone()),
+        )
+        .await;
+
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let elapsed = started.elapsed();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let status_code = response.status().as_u16();
+        let user_id = ctx.user_id();
+        let _entered = span.enter();
+        if elapsed >= self.slow_request {
+            tracing::warn!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "slow request");
+        } else {
+            tracing::info!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "request");
+        }
+        Ok(response)
+    }
+}

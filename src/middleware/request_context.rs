@@ -1,0 +1,74 @@
+//! Per-request facts (request id, authenticated user) reachable from any layer of the request.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
+
+use crate::domain::UserId;
+
+pub struct RequestContext {
+    pub request_id: String,
+    user_id: AtomicI64,
+}
+
+const NO_USER: i64 = i64::MIN;
+
+impl RequestContext {
+    pub fn new(request_id: String) -> Arc<Self> {
+        Arc::new(Self {
+            request_id,
+            user_id: AtomicI64::new(NO_USER),
+        })
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        let id = self.user_id.load(Ordering::Relaxed);
+        (id != NO_USER).then_some(id)
+    }
+}
+
+tokio::task_local! {
+    static CONTEXT: Arc<RequestContext>;
+}
+
+/// Runs `fut` with `ctx` as the current request context.
+pub async fn scope<F: Future>(ctx: Arc<RequestContext>, fut: F) -> F::Output {
+    CONTEXT.scope(ctx, fut).await
+}
+
+/// The id of the request being served, or an empty string outside a request.
+pub fn current_request_id() -> String {
+    CONTEXT
+        .try_with(|c| c.request_id.clone())
+        .unwrap_or_default()
+}
+
+/// Remembers who made the request, for the access log.
+pub fn record_user_id(id: UserId) {
+    let _ = CONTEXT.try_with(|c| c.user_id.store(id, Ordering::Relaxed));
+}
+
+/// A client-supplied request id is kept only if it is 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(is_valid_request_id("abc-123_x.y"));
+        assert!(is_valid_request_id(&"a".repeat(128)));
+        assert!(!is_valid_request_id(&"a".repeat(129)));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("has space"));
+        assert!(!is_valid_request_id("ünïcode"));
+        assert!(!is_valid_request_id("line\nbreak"));
+    }
+}

@@ -1,0 +1,12 @@
+//! What every handler shares.
+
+use std::{sync::Arc, time::Instant};
+
+use crate::{auth::AuthService, config::Settings, store::UserStore};
+
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn UserStore>,
+    pub auth: AuthService,
+    pub started_at: Instant,
+}

@@ -1,0 +1,176 @@
+//! Storage behind one trait; the backend is picked at run time from DATABASE_URL.
+
+pub mod migrations;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    config::{DatabaseUrl, Settings},
+    domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("email already taken")]
+    EmailTaken,
+    #[error("the change would leave no active superuser")]
+    LastActiveSuperuser,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database schema version {found} is newer than this binary knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// A user with the hash needed to check a password.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub hashed_password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshTokenUse {
+    /// Valid and now spent; the caller issues the next token of the family.
+    Consumed { user_id: UserId, family_id: String },
+    /// Already spent or revoked: a replay. The family is revoked by the store.
+    Replayed,
+    /// Unknown or expired.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub backend: &'static str,
+    pub pool_size: u32,
+    pub checked_in: u32,
+    pub checked_out: u32,
+    pub total_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i64>,
+    pub current_version: i64,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations; refuses a schema newer than this binary.
+    async fn migrate(&self) -> Result<MigrationReport, StoreError>;
+    /// A round trip that proves the database answers and the schema is current.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+    fn pool_status(&self) -> PoolStatus;
+
+    /// Returns the stored value for `key`, storing `candidate` first if there is none.
+    async fn get_or_insert_setting(
+        &self,
+        key: &str,
+        candidate: String,
+    ) -> Result<String, StoreError>;
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError>;
+    async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError>;
+    /// Fails with `LastActiveSuperuser` and changes nothing if no active superuser would remain.
+    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError>;
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
+    async fn count_users(&self) -> Result<u64, StoreError>;
+    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError>;
+    async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError>;
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshTokenUse, StoreError>;
+    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError>;
+    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError>;
+}
+
+/// Opens the backend named by the URL's scheme.
+pub async fn connect(settings: &Settings) -> Result<Arc<dyn UserStore>, StoreError> {
+    match &settings.database_url {
+        #[cfg(feature = "sqlite")]
+        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => Ok(Arc::new(
+            SqliteStore::open(&settings.database_url, settings.db_pool_size).await?,
+        )),
+        #[allow(unreachable_patterns)]
+        other => Err(StoreError::Other(format!(
+            "the {} backend is not compiled into this build; rebuild with `--features {}`",
+            other.backend_name(),
+            other.backend_name()
+        ))),
+    }
+}
+
+/// Midnight UTC of `now`'s day, and seven days before it: the dashboard's windows.
+pub fn dashboard_windows(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let today = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    (today, today - chrono::Duration::days(7))
+}
+
+/// `%`, `_` and `\` escaped so a LIKE pattern matches the term literally (ESCAPE '\').
+pub fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern("a%b_c\\d'e"), "%a\\%b\\_c\\\\d'e%");
+    }
+
+    #[test]
+    fn dashboard_week_starts_at_midnight_seven_days_ago() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T13:45:00Z")
+            .unwrap()
+            .to_utc();
+        let (today, week) = dashboard_windows(now);
+        assert_eq!(today.to_rfc3339(), "2026-11-26T00:00:00+00:00");
+        assert_eq!(week.to_rfc3339(), "2026-11-19T00:00:00+00:00");
+    }
+}

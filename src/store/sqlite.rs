@@ -1,0 +1,643 @@
+//! The embedded backend: rusqlite behind an r2d2 pool, every call on the blocking pool.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
+    types::Value,
+};
+
+use super::{
+    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
+    UserStore, dashboard_windows, like_pattern,
+    migrations::{self, Migration},
+};
+use crate::{
+    config::DatabaseUrl,
+    domain::{
+        DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
+        UserQuery, now_micros,
+    },
+};
+
+const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
+const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;"
+    ))
+}
+
+impl SqliteStore {
+    pub async fn open(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&url, pool_size))
+            .await
+            .map_err(|e| StoreError::Other(format!("open task failed: {e}")))?
+    }
+
+    fn open_blocking(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+        let (manager, builder) = match url {
+            DatabaseUrl::SqliteFile(path) => {
+                // A direct open first, so a bad path fails at once with SQLite's own reason
+                // instead of after the pool's connection timeout.
+                let mut probe = Connection::open(path).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+                })?;
+                configure(&mut probe).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot use {}: {e}", path.display()))
+                })?;
+                (
+                    SqliteConnectionManager::file(path),
+                    Pool::builder().max_size(pool_size),
+                )
+            }
+            // One connection owns an in-memory database; it must never be recycled.
+            DatabaseUrl::SqliteMemory => (
+                SqliteConnectionManager::memory(),
+                Pool::builder()
+                    .max_size(1)
+                    .min_idle(Some(1))
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+            ),
+            DatabaseUrl::Postgres(_) => {
+                return Err(StoreError::Other("not a sqlite URL".into()));
+            }
+        };
+        let pool = builder
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager.with_init(configure))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `work` with a pooled connection on the blocking thread pool, inside the caller's span.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("database task failed: {e}")))?
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(failure, message) = &err {
+            let message = message.clone().unwrap_or_default();
+            return match failure.code {
+                ErrorCode::ConstraintViolation if message.contains(EMAIL_UNIQUE_INDEX) => {
+                    StoreError::EmailTaken
+                }
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::NotADatabase
+                | ErrorCode::ReadOnly
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseCorrupt => StoreError::Unavailable(err.to_string()),
+                _ => StoreError::Other(err.to_string()),
+            };
+        }
+        StoreError::Other(err.to_string())
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn timestamp(row: &Row, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let value: i64 = row.get(idx)?;
+    DateTime::from_timestamp_micros(value)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(idx, value))
+}
+
+fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        full_name: row.get(2)?,
+        is_active: row.get(3)?,
+        is_superuser: row.get(4)?,
+        created_at: timestamp(row, 5)?,
+        updated_at: timestamp(row, 6)?,
+    })
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn apply_migrations(
+    conn: &mut Connection,
+    list: &[Migration],
+) -> Result<MigrationReport, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = migrations::latest_version(list);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    let mut applied = Vec::new();
+    for migration in list.iter().filter(|m| m.version > current) {
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, micros(Utc::now())],
+        )?;
+        applied.push(migration.version);
+    }
+    tx.commit()?;
+    Ok(MigrationReport {
+        applied,
+        current_version: known,
+    })
+}
+
+fn is_active_superuser(conn: &Connection, id: UserId) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT is_active = 1 AND is_superuser = 1 FROM users WHERE id = ?1",
+            [id],
+            |r| r.get::<_, bool>(0),
+        )
+        .optional()?
+        .unwrap_or(false))
+}
+
+fn any_active_superuser(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE is_active = 1 AND is_superuser = 1)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The WHERE clause and its parameters for a list or export filter.
+fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
+    let filter = &query.filter;
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    if let Some(active) = filter.is_active {
+        values.push(Value::Integer(active.into()));
+        clauses.push(format!("is_active = ?{}", values.len()));
+    }
+    if let Some(superuser) = filter.is_superuser {
+        values.push(Value::Integer(superuser.into()));
+        clauses.push(format!("is_superuser = ?{}", values.len()));
+    }
+    if let Some(after) = filter.created_after {
+        values.push(Value::Integer(micros(after)));
+        clauses.push(format!("created_at >= ?{}", values.len()));
+    }
+    if let Some(before) = filter.created_before {
+        values.push(Value::Integer(micros(before)));
+        clauses.push(format!("created_at < ?{}", values.len()));
+    }
+    if let Some(term) = filter.search.as_deref() {
+        // LIKE folds ASCII case; other characters match exactly.
+        values.push(Value::Text(like_pattern(term)));
+        let n = values.len();
+        clauses.push(format!(
+            "(email LIKE ?{n} ESCAPE '\\' OR full_name LIKE ?{n} ESCAPE '\\')"
+        ));
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (sql, values)
+}
+
+fn order_sql(query: &UserQuery) -> String {
+    let dir = match query.sort.direction {
+        SortDirection::Asc => "ASC",
+        SortDirection::Desc => "DESC",
+    };
+    let key = match query.sort.field {
+        SortField::CreatedAt => "created_at",
+        SortField::Email => "lower(email)",
+        SortField::FullName => "lower(coalesce(full_name, ''))",
+        SortField::Id => return format!("ORDER BY id {dir}"),
+    };
+    format!("ORDER BY {key} {dir}, id {dir}")
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.run(|conn| apply_migrations(conn, migrations::SQLITE))
+            .await
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let version: i64 = conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )?;
+            let known = migrations::latest_version(migrations::SQLITE);
+            if version < known {
+                return Err(StoreError::Unavailable(format!(
+                    "schema version {version}, expected {known}: run `roster migrate`"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let state = self.pool.state();
+        PoolStatus {
+            backend: "sqlite",
+            pool_size: self.pool.max_size(),
+            checked_in: state.idle_connections,
+            checked_out: state.connections.saturating_sub(state.idle_connections),
+            total_connections: state.connections,
+        }
+    }
+
+    async fn get_or_insert_setting(
+        &self,
+        key: &str,
+        candidate: String,
+    ) -> Result<String, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO app_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, candidate],
+            )?;
+            let value = tx.query_row("SELECT value FROM app_settings WHERE key = ?1", [&key], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.run(move |conn| {
+            let now = micros(now_micros());
+            let created = conn.query_row(
+                &format!(
+                    "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+                ),
+                params![
+                    user.email.as_str(),
+                    user.full_name.map(|n| n.into_inner()),
+                    user.hashed_password,
+                    user.is_active,
+                    user.is_superuser,
+                    now
+                ],
+                user_from_row,
+            )?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                    [id],
+                    user_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let email = email.as_str().to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) = lower(?1)"
+                    ),
+                    [email],
+                    |row| {
+                        Ok(UserCredentials { user: user_from_row(row)?, hashed_password: row.get(7)? })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT hashed_password FROM users WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let was_active_superuser = is_active_superuser(&tx, id)?;
+            let mut assignments: Vec<(&str, Value)> = Vec::new();
+            if let Some(email) = changes.email {
+                assignments.push(("email", Value::Text(email.as_str().to_string())));
+            }
+            if let Some(full_name) = changes.full_name {
+                assignments.push((
+                    "full_name",
+                    full_name.map_or(Value::Null, |n| Value::Text(n.into_inner())),
+                ));
+            }
+            if let Some(hash) = changes.hashed_password {
+                assignments.push(("hashed_password", Value::Text(hash)));
+            }
+            if let Some(active) = changes.is_active {
+                assignments.push(("is_active", Value::Integer(active.into())));
+            }
+            if let Some(superuser) = changes.is_superuser {
+                assignments.push(("is_superuser", Value::Integer(superuser.into())));
+            }
+            let updated = if assignments.is_empty() {
+                tx.query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                    [id],
+                    user_from_row,
+                )
+                .optional()?
+            } else {
+                assignments.push(("updated_at", Value::Integer(micros(now_micros()))));
+                let sets: Vec<String> = assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (column, _))| format!("{column} = ?{}", i + 1))
+                    .collect();
+                let mut values: Vec<Value> = assignments.into_iter().map(|(_, v)| v).collect();
+                values.push(Value::Integer(id));
+                tx.query_row(
+                    &format!(
+                        "UPDATE users SET {} WHERE id = ?{} RETURNING {USER_COLUMNS}",
+                        sets.join(", "),
+                        values.len()
+                    ),
+                    params_from_iter(values),
+                    user_from_row,
+                )
+                .optional()?
+            };
+            let user = updated.ok_or(StoreError::NotFound)?;
+            if was_active_superuser
+                && !(user.is_active && user.is_superuser)
+                && !any_active_superuser(&tx)?
+            {
+                return Err(StoreError::LastActiveSuperuser);
+            }
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let was_active_superuser = is_active_superuser(&tx, id)?;
+            if tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound);
+            }
+            if was_active_superuser && !any_active_superuser(&tx)? {
+                return Err(StoreError::LastActiveSuperuser);
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            Ok(count(conn.query_row(
+                "SELECT COUNT(*) FROM users",
+                [],
+                |r| r.get(0),
+            )?))
+        })
+        .await
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+        let query = query.clone();
+        self.run(move |conn| {
+            let (where_sql, values) = filter_sql(&query);
+            // One read transaction: the total and the page come from the same snapshot.
+            let tx = conn.transaction()?;
+            let total: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM users {where_sql}"),
+                params_from_iter(values.iter()),
+                |r| r.get(0),
+            )?;
+            let items = match query.page.offset() {
+                Some(offset) if offset < total => {
+                    let mut page_values = values;
+                    page_values.push(Value::Integer(query.page.limit()));
+                    page_values.push(Value::Integer(offset));
+                    let n = page_values.len();
+                    let sql = format!(
+                        "SELECT {USER_COLUMNS} FROM users {where_sql} {} LIMIT ?{} OFFSET ?{n}",
+                        order_sql(&query),
+                        n - 1
+                    );
+                    let mut stmt = tx.prepare(&sql)?;
+                    let rows = stmt.query_map(params_from_iter(page_values), user_from_row)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                _ => Vec::new(),
+            };
+            let total = count(total);
+            Ok(Page {
+                items,
+                total,
+                page: query.page.page,
+                size: query.page.size,
+                pages: query.page.page_count(total),
+            })
+        })
+        .await
+    }
+
+    async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
+        self.run(move |conn| {
+            let (today, week) = dashboard_windows(now);
+            let stats = conn.query_row(
+                "SELECT COUNT(*),
+                        COALESCE(SUM(CASE WHEN is_active = 1 THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN is_superuser = 1 THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN created_at >= ?1 THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN created_at >= ?2 THEN 1 ELSE 0 END), 0)
+                 FROM users",
+                params![micros(today), micros(week)],
+                |r| {
+                    let total = count(r.get(0)?);
+                    let active = count(r.get(1)?);
+                    Ok(DashboardStats {
+                        total_users: total,
+                        active_users: active,
+                        inactive_users: total.saturating_sub(active),
+                        superusers: count(r.get(2)?),
+                        new_users_today: count(r.get(3)?),
+                        new_users_week: count(r.get(4)?),
+                        generated_at: now,
+                    })
+                },
+            )?;
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    token.token_hash,
+                    token.family_id,
+                    token.user_id,
+                    micros(token.expires_at),
+                    micros(Utc::now())
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshTokenUse, StoreError> {
+        let token_hash = token_hash.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found = tx
+                .query_row(
+                    "SELECT id, family_id, user_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL
+                     FROM refresh_tokens WHERE token_hash = ?1",
+                    [&token_hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, UserId>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, bool>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((id, family_id, user_id, expires_at, spent)) = found else {
+                return Ok(RefreshTokenUse::Invalid);
+            };
+            let outcome = if spent {
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                    params![micros(now), family_id],
+                )?;
+                RefreshTokenUse::Replayed
+            } else if expires_at <= micros(now) {
+                RefreshTokenUse::Invalid
+            } else {
+                tx.execute("UPDATE refresh_tokens SET used_at = ?1 WHERE id = ?2", params![micros(now), id])?;
+                RefreshTokenUse::Consumed { user_id, family_id }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_string();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?1
+                 WHERE revoked_at IS NULL
+                   AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?2)",
+                params![micros(Utc::now()), token_hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+                params![micros(Utc::now()), user_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
