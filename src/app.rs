@@ -98,6 +98,7 @@ pub async fn create_superuser(
         hashed_password,
         is_active: true,
         is_superuser: true,
+        created_at: None,
     };
     match store.create_user(new_user).await {
         Ok(_) => Ok(true),

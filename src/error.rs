@@ -239,13 +239,20 @@ impl ApiError {
             );
         }
         if let Some(e) = err.downcast_ref::<ParseParamError>() {
-            return Self::validation(&[FieldError::new(e.name, clean_reason(&e.reason))]);
+            return Self::validation(&[FieldError::new(e.name, param_message(e.name, &e.reason))]);
         }
-        if let Some(e) = err.downcast_ref::<ParsePathError>() {
-            return Self::validation(&[FieldError::new(e.name, clean_reason(&e.reason))]);
+        if err.is::<ParsePathError>() {
+            // poem-openapi names path parameters by position; every Roster path has one, `{id}`.
+            return Self::validation(&[FieldError::new("id", "must be an integer")]);
         }
         if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
-            return payload_error(&e.reason);
+            return Self::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "The request body could not be parsed: {}.",
+                    clean_reason(&e.reason)
+                ),
+            );
         }
         if err.is::<ParseMultipartError>() {
             return Self::new(
@@ -302,26 +309,23 @@ impl ApiError {
     }
 }
 
-/// poem-openapi reports both unparsable JSON and JSON of the wrong shape as one error type;
-/// the reason tells them apart: shape errors come from its schema parser.
-fn payload_error(reason: &str) -> ApiError {
-    if reason.starts_with("failed to parse") {
-        let field = field_in_reason(reason).unwrap_or_else(|| "body".to_string());
-        ApiError::validation(&[FieldError::new(field, clean_reason(reason))])
-    } else {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("The body is not valid JSON: {reason}."),
-        )
+/// What a query parameter must look like, in words; poem-openapi's own reasons name
+/// internal type names and validator syntax.
+fn param_message(name: &str, reason: &str) -> String {
+    match name {
+        "page" => "must be an integer of at least 1".into(),
+        "size" => "must be an integer from 1 to 100".into(),
+        "is_active" | "is_superuser" => "must be true or false".into(),
+        "created_after" | "created_before" => {
+            "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z".into()
+        }
+        "sort" => {
+            "must be one of created_at, -created_at, email, -email, full_name, -full_name, id, -id"
+                .into()
+        }
+        "format" => "must be csv or ndjson".into(),
+        _ => clean_reason(reason),
     }
-}
-
-/// Pulls the field name out of poem-openapi messages like ``… field `email`: …`` or
-/// `` … `password` is required``.
-fn field_in_reason(reason: &str) -> Option<String> {
-    let start = reason.find('`')? + 1;
-    let len = reason[start..].find('`')?;
-    Some(reason[start..start + len].to_string())
 }
 
 fn clean_reason(reason: &str) -> String {
@@ -364,28 +368,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn field_names_are_taken_from_poem_openapi_reasons() {
+    fn query_parameter_messages_are_plain_words() {
         assert_eq!(
-            field_in_reason("failed to parse \"LoginRequest\": field `email`: expected string")
-                .as_deref(),
-            Some("email")
+            param_message(
+                "size",
+                "verification failed. maximum(100, exclusive: false)"
+            ),
+            "must be an integer from 1 to 100"
         );
-        assert_eq!(field_in_reason("no backticks"), None);
+        assert_eq!(param_message("other", "odd thing."), "odd thing");
     }
 
     #[test]
-    fn json_syntax_errors_are_bad_requests_and_shape_errors_are_422() {
+    fn every_code_maps_to_its_status() {
         assert_eq!(
-            payload_error("expected value at line 1 column 1")
-                .body()
-                .error,
-            "bad_request"
+            ErrorCode::InvalidCredentials.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(ErrorCode::InactiveUser.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            ErrorCode::RequestTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
-            payload_error("failed to parse \"X\": expected object")
-                .body()
-                .error,
-            "validation_error"
+            ApiError::new(ErrorCode::EmailTaken, "x").body().error,
+            "email_taken"
         );
     }
 }

@@ -4,7 +4,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
 use super::{
-    ApiTags,
+    ApiTags, JsonBody,
     dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserOut},
     users::{Created, create_validated},
 };
@@ -33,7 +33,7 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&Arc<AppState>>,
-        body: Json<LoginRequest>,
+        body: JsonBody<LoginRequest>,
     ) -> ApiResult<Json<TokenResponse>> {
         let email = Email::parse(&body.email)
             .map_err(|m| ApiError::validation(&[crate::domain::FieldError::new("email", m)]))?;
@@ -49,7 +49,7 @@ impl AuthApi {
     async fn refresh(
         &self,
         state: Data<&Arc<AppState>>,
-        body: Json<RefreshRequest>,
+        body: JsonBody<RefreshRequest>,
     ) -> ApiResult<Json<TokenResponse>> {
         let pair = state.auth.refresh(&body.refresh_token).await?;
         Ok(Json(pair.into()))
@@ -62,7 +62,7 @@ impl AuthApi {
     async fn logout(
         &self,
         state: Data<&Arc<AppState>>,
-        body: Json<RefreshRequest>,
+        body: JsonBody<RefreshRequest>,
     ) -> ApiResult<LoggedOut> {
         state.auth.logout(&body.refresh_token).await?;
         Ok(LoggedOut::NoContent)
@@ -76,7 +76,7 @@ impl AuthApi {
     async fn register(
         &self,
         state: Data<&Arc<AppState>>,
-        body: Json<RegisterRequest>,
+        body: JsonBody<RegisterRequest>,
     ) -> ApiResult<Created<UserOut>> {
         if !state.settings.allow_registration {
             return Err(ApiError::forbidden(

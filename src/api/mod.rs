@@ -4,6 +4,7 @@ mod auth;
 mod dashboard;
 pub mod dto;
 mod health;
+mod json_body;
 mod metrics;
 mod users;
 
@@ -12,6 +13,7 @@ use poem_openapi::{OpenApiService, Tags};
 pub use auth::AuthApi;
 pub use dashboard::DashboardApi;
 pub use health::HealthApi;
+pub use json_body::JsonBody;
 pub use metrics::MetricsApi;
 pub use users::UsersApi;
 

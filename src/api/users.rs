@@ -10,7 +10,7 @@ use poem_openapi::{
 };
 
 use super::{
-    ApiTags,
+    ApiTags, JsonBody,
     dto::{
         MeUpdate, SortParam, UserCreate, UserOut, UserPage, UserUpdate, ValidChanges,
         ValidUserCreate,
@@ -60,6 +60,7 @@ pub(super) async fn create_validated(
             hashed_password,
             is_active: valid.is_active,
             is_superuser: valid.is_superuser,
+            created_at: None,
         })
         .await?;
     let location = format!("/api/v1/users/{}", user.id);
@@ -112,7 +113,7 @@ impl UsersApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
-        body: Json<MeUpdate>,
+        body: JsonBody<MeUpdate>,
     ) -> ApiResult<Json<UserOut>> {
         let me = state.auth.authenticate(&auth).await?;
         let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
@@ -183,7 +184,7 @@ impl UsersApi {
         &self,
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
-        body: Json<UserCreate>,
+        body: JsonBody<UserCreate>,
     ) -> ApiResult<Created<UserOut>> {
         state.auth.authenticate_superuser(&auth).await?;
         let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
@@ -223,7 +224,7 @@ impl UsersApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
         id: Path<i64>,
-        body: Json<UserUpdate>,
+        body: JsonBody<UserUpdate>,
     ) -> ApiResult<Json<UserOut>> {
         state.auth.authenticate_superuser(&auth).await?;
         let valid = body.validate().map_err(|e| ApiError::validation(&e))?;

@@ -43,6 +43,8 @@ pub struct NewUser {
     pub hashed_password: String,
     pub is_active: bool,
     pub is_superuser: bool,
+    /// Defaults to now; set by data seeding and tests.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// The fields a write changes; `None` leaves a field as it is.

@@ -325,7 +325,7 @@ impl UserStore for SqliteStore {
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.run(move |conn| {
-            let now = micros(now_micros());
+            let created_at = micros(user.created_at.unwrap_or_else(now_micros));
             let created = conn.query_row(
                 &format!(
                     "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
@@ -337,7 +337,7 @@ impl UserStore for SqliteStore {
                     user.hashed_password,
                     user.is_active,
                     user.is_superuser,
-                    now
+                    created_at
                 ],
                 user_from_row,
             )?;
