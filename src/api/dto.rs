@@ -275,45 +275,52 @@ pub struct ValidChanges {
     pub is_superuser: Option<bool>,
 }
 
-fn validate_profile(
+/// The profile fields shared by both update bodies; a broken rule is recorded in `v`.
+fn profile_changes(
     v: &mut Violations,
     email: Option<&str>,
     full_name: &MaybeUndefined<String>,
     password: Option<&str>,
-) -> (
-    Option<Option<Email>>,
-    Option<Option<Option<FullName>>>,
-    Option<Option<Password>>,
-) {
-    let email = v.check("email", email.map(Email::parse).transpose());
-    let full_name = match full_name {
-        MaybeUndefined::Undefined => Some(None),
-        MaybeUndefined::Null => Some(Some(None)),
-        MaybeUndefined::Value(name) => v
-            .check("full_name", FullName::parse(name))
-            .map(|n| Some(Some(n))),
-    };
-    let password = v.check("password", password.map(Password::parse).transpose());
-    (email, full_name, password)
+) -> ValidChanges {
+    ValidChanges {
+        email: v
+            .check("email", email.map(Email::parse).transpose())
+            .flatten(),
+        full_name: match full_name {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(name) => v.check("full_name", FullName::parse(name)).map(Some),
+        },
+        password: v
+            .check("password", password.map(Password::parse).transpose())
+            .flatten(),
+        ..ValidChanges::default()
+    }
+}
+
+impl Violations {
+    fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.0)
+        }
+    }
 }
 
 impl UserUpdate {
     pub fn validate(&self) -> Result<ValidChanges, Vec<FieldError>> {
         let mut v = Violations::default();
-        let (email, full_name, password) = validate_profile(
+        let changes = profile_changes(
             &mut v,
             self.email.as_deref(),
             &self.full_name,
             self.password.as_deref(),
         );
-        v.into_result(|| {
-            Some(ValidChanges {
-                email: email?,
-                full_name: full_name?,
-                password: password?,
-                is_active: self.is_active,
-                is_superuser: self.is_superuser,
-            })
+        v.finish(ValidChanges {
+            is_active: self.is_active,
+            is_superuser: self.is_superuser,
+            ..changes
         })
     }
 }
@@ -321,7 +328,7 @@ impl UserUpdate {
 impl MeUpdate {
     pub fn validate(&self) -> Result<ValidChanges, Vec<FieldError>> {
         let mut v = Violations::default();
-        let (email, full_name, password) = validate_profile(
+        let changes = profile_changes(
             &mut v,
             self.email.as_deref(),
             &self.full_name,
@@ -333,13 +340,6 @@ impl MeUpdate {
                 "is required to change the password",
             ));
         }
-        v.into_result(|| {
-            Some(ValidChanges {
-                email: email?,
-                full_name: full_name?,
-                password: password?,
-                ..ValidChanges::default()
-            })
-        })
+        v.finish(changes)
     }
 }

@@ -1,0 +1,57 @@
+use chrono::{Duration, Utc};
+use roster::domain::{Email, NewUser};
+
+use crate::helpers::{TestApp, backend_tests};
+
+async fn seed(app: &TestApp, email: &str, active: bool, superuser: bool, age: Duration) {
+    app.state
+        .store
+        .create_user(NewUser {
+            email: Email::parse(email).unwrap(),
+            full_name: None,
+            hashed_password: "x".into(),
+            is_active: active,
+            is_superuser: superuser,
+            created_at: Some(Utc::now() - age),
+        })
+        .await
+        .unwrap();
+}
+
+backend_tests! {
+    async fn stats_count_every_group_in_utc_windows(backend) {
+        let app = TestApp::spawn(backend).await;
+        let since_midnight = Utc::now() - Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        seed(&app, "old@example.com", true, false, Duration::days(30)).await;
+        seed(&app, "week@example.com", false, false, since_midnight + Duration::days(6)).await;
+        seed(&app, "edge@example.com", true, true, since_midnight + Duration::days(8)).await;
+        seed(&app, "today@example.com", false, true, Duration::zero()).await;
+        let r = app.get("/api/v1/dashboard/stats", Some(app.admin())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let s = &r.body;
+        // The configured admin was created today as an active superuser.
+        assert_eq!(s["total_users"], 5);
+        assert_eq!(s["active_users"], 3);
+        assert_eq!(s["inactive_users"], 2);
+        assert_eq!(s["superusers"], 3);
+        assert_eq!(s["new_users_today"], 2);
+        assert_eq!(s["new_users_week"], 3);
+        assert!(chrono::DateTime::parse_from_rfc3339(s["generated_at"].as_str().unwrap()).is_ok());
+        assert!(matches!(r.header("x-cache"), Some("HIT" | "MISS")));
+    }
+
+    async fn stats_need_a_superuser(backend) {
+        let app = TestApp::spawn(backend).await;
+        app.get("/api/v1/dashboard/stats", None).await.assert_error(401, "unauthorized");
+        let (_, token) = app.regular_user("user@example.com").await;
+        app.get("/api/v1/dashboard/stats", Some(&token)).await.assert_error(403, "forbidden");
+    }
+
+    async fn stats_reflect_writes_at_once(backend) {
+        let app = TestApp::spawn(backend).await;
+        let before = app.get("/api/v1/dashboard/stats", Some(app.admin())).await.body["total_users"].as_u64().unwrap();
+        app.create_user("fresh@example.com", "password-123", false).await;
+        let after = app.get("/api/v1/dashboard/stats", Some(app.admin())).await.body["total_users"].as_u64().unwrap();
+        assert_eq!(after, before + 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! Spawns a real Roster on a random port over a fresh database, and speaks HTTP to it.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use reqwest::{Method, header::HeaderMap};
+use roster::{
+    app::{self, BootstrapAdmin},
+    config::Settings,
+    state::AppState,
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+}
+
+/// Where a test's database lives; dropped with the last app using it.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl TestDatabase {
+    pub async fn fresh(backend: Backend) -> Arc<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("roster.db").display());
+                Arc::new(Self { url, _dir: dir })
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub bootstrap: Option<BootstrapAdmin>,
+    pub database: Arc<TestDatabase>,
+    pub backend: Backend,
+    vars: HashMap<String, String>,
+    admin_token: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Cheap hashing and a known superuser, so tests are fast and can log in.
+fn default_vars() -> HashMap<String, String> {
+    [
+        ("ARGON2_MEMORY_KIB", "8"),
+        ("ARGON2_ITERATIONS", "1"),
+        ("ARGON2_PARALLELISM", "1"),
+        ("FIRST_SUPERUSER_EMAIL", ADMIN_EMAIL),
+        ("FIRST_SUPERUSER_PASSWORD", ADMIN_PASSWORD),
+        ("JWT_SECRET", JWT_SECRET),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("RATE_LIMIT_ENABLED", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the SPEC error body: code, a message, and the request id of the header.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.body["error"], code,
+            "unexpected error code; body: {}",
+            self.text
+        );
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message: {}",
+            self.text
+        );
+        let request_id = self.header("x-request-id").expect("x-request-id header");
+        assert_eq!(
+            self.body["request_id"], request_id,
+            "request id in body and header differ"
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "error is not JSON: {:?}",
+            self.header("content-type")
+        );
+    }
+
+    /// The `field` names listed in a validation error's details.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["details"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// `overrides` set or (with an empty value) unset configuration variables.
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        let mut vars = default_vars();
+        for (k, v) in overrides {
+            if v.is_empty() {
+                vars.remove(*k);
+            } else {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+        let database = TestDatabase::fresh(backend).await;
+        Self::start(backend, database, vars).await
+    }
+
+    /// A second server over the same database, as after a restart.
+    pub async fn restart(&self) -> Self {
+        Self::start(self.backend, self.database.clone(), self.vars.clone()).await
+    }
+
+    async fn start(
+        backend: Backend,
+        database: Arc<TestDatabase>,
+        mut vars: HashMap<String, String>,
+    ) -> Self {
+        vars.insert("DATABASE_URL".into(), database.url.clone());
+        let settings = Settings::from_map(&vars).expect("test settings are valid");
+        let (state, bootstrap) = app::build_state(settings).await.expect("app state builds");
+        let acceptor = app::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        let addr = app::local_addr(&acceptor).expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let endpoint = app::build_endpoint(state.clone());
+        tokio::spawn(async move {
+            let _ = app::serve(
+                acceptor,
+                endpoint,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut app = Self {
+            base: format!("http://{addr}"),
+            client,
+            state,
+            bootstrap,
+            database,
+            backend,
+            vars,
+            admin_token: None,
+            shutdown: Some(tx),
+        };
+        if app.vars.contains_key("FIRST_SUPERUSER_EMAIL") {
+            app.admin_token = Some(
+                app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        app
+    }
+
+    pub fn admin(&self) -> &str {
+        self.admin_token
+            .as_deref()
+            .expect("this app has a configured superuser")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        into_resp(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn send_raw(&self, req: reqwest::RequestBuilder) -> Resp {
+        into_resp(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.send(Method::DELETE, path, token, None).await
+    }
+
+    /// Logs in and returns the token response, asserting success.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let r = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login failed: {}", r.text);
+        r.body
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        self.login(email, password).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates a user through the API as the admin; returns its JSON.
+    pub async fn create_user(&self, email: &str, password: &str, superuser: bool) -> Value {
+        let r = self
+            .post(
+                "/api/v1/users",
+                Some(self.admin()),
+                json!({"email": email, "password": password, "is_superuser": superuser}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "create failed: {}", r.text);
+        r.body
+    }
+
+    /// A regular user and their access token.
+    pub async fn regular_user(&self, email: &str) -> (i64, String) {
+        let user = self.create_user(email, "user-password-1", false).await;
+        (
+            user["id"].as_i64().unwrap(),
+            self.token_for(email, "user-password-1").await,
+        )
+    }
+}
+
+async fn into_resp(r: reqwest::Response) -> Resp {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        text,
+        body,
+    }
+}
+
+/// Generates each test once per backend compiled in, with the same body:
+/// `async fn name(backend) { let app = TestApp::spawn(backend).await; … }`.
+macro_rules! backend_tests {
+    ($( $(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test]
+                async fn $name() {
+                    let $backend = $crate::helpers::Backend::Sqlite;
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;

@@ -1,0 +1,11 @@
+//! One integration-test binary: a real server on a random port over a real database.
+
+mod auth;
+mod dashboard;
+mod errors;
+mod health;
+mod helpers;
+mod lifecycle;
+mod openapi;
+mod users;
+mod users_list;

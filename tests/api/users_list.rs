@@ -1,0 +1,279 @@
+//! `GET /api/v1/users`: filters, search, sorting and pagination, all done by the database.
+
+use chrono::{DateTime, Utc};
+use roster::domain::{Email, FullName, NewUser};
+use serde_json::Value;
+
+use crate::helpers::{ADMIN_EMAIL, TestApp, backend_tests};
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+}
+
+/// Inserts a user directly, with a chosen creation time.
+async fn seed(
+    app: &TestApp,
+    email: &str,
+    full_name: Option<&str>,
+    active: bool,
+    superuser: bool,
+    created: &str,
+) -> i64 {
+    app.state
+        .store
+        .create_user(NewUser {
+            email: Email::parse(email).unwrap(),
+            full_name: full_name.map(|n| FullName::parse(n).unwrap()),
+            hashed_password: "not-a-real-hash".into(),
+            is_active: active,
+            is_superuser: superuser,
+            created_at: Some(at(created)),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn list(app: &TestApp, query: &str) -> Value {
+    let r = app
+        .get(&format!("/api/v1/users?{query}"), Some(app.admin()))
+        .await;
+    assert_eq!(r.status, 200, "{query}: {}", r.text);
+    r.body
+}
+
+fn emails(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Five users besides the admin (created "now"), at distinct and tied times.
+async fn five_users(app: &TestApp) -> Vec<i64> {
+    vec![
+        seed(
+            app,
+            "b.brown@example.com",
+            Some("bob Brown"),
+            true,
+            false,
+            "2025-01-01T00:00:00Z",
+        )
+        .await,
+        seed(
+            app,
+            "A.adams@example.com",
+            Some("Alice Adams"),
+            false,
+            false,
+            "2025-01-02T00:00:00Z",
+        )
+        .await,
+        seed(
+            app,
+            "c.cole@example.com",
+            None,
+            true,
+            true,
+            "2025-01-02T00:00:00Z",
+        )
+        .await,
+        seed(
+            app,
+            "d.diaz@example.com",
+            Some("alice adams"),
+            true,
+            false,
+            "2025-01-03T00:00:00Z",
+        )
+        .await,
+        seed(
+            app,
+            "e.eve@example.com",
+            Some("Eve"),
+            false,
+            true,
+            "2025-01-04T12:30:00Z",
+        )
+        .await,
+    ]
+}
+
+backend_tests! {
+    async fn defaults_are_page_1_size_50_newest_first(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        let page = list(&app, "").await;
+        assert_eq!(page["page"], 1);
+        assert_eq!(page["size"], 50);
+        assert_eq!(page["total"], 6);
+        assert_eq!(page["pages"], 1);
+        assert_eq!(emails(&page)[0], ADMIN_EMAIL);
+        assert_eq!(emails(&page)[5], "b.brown@example.com");
+    }
+
+    async fn pages_are_ceil_of_total_over_size_and_past_the_end_is_empty(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        let p1 = list(&app, "size=4&sort=id").await;
+        assert_eq!((p1["total"].as_u64(), p1["pages"].as_u64(), ids(&p1).len()), (Some(6), Some(2), 4));
+        let p2 = list(&app, "size=4&page=2&sort=id").await;
+        assert_eq!(ids(&p2).len(), 2);
+        let all: Vec<i64> = ids(&p1).into_iter().chain(ids(&p2)).collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted, "pages must not overlap or skip");
+        sorted.dedup();
+        assert_eq!(sorted.len(), 6);
+        let past = list(&app, "size=4&page=3").await;
+        assert_eq!(past["items"], serde_json::json!([]));
+        assert_eq!((past["total"].as_u64(), past["pages"].as_u64(), past["page"].as_u64()), (Some(6), Some(2), Some(3)));
+        let huge = list(&app, "page=18446744073709551615&size=100").await;
+        assert_eq!(huge["items"], serde_json::json!([]));
+        let exact = list(&app, "size=3").await;
+        assert_eq!(exact["pages"], 2);
+        let none = list(&app, "search=nobody-matches-this").await;
+        assert_eq!((none["total"].as_u64(), none["pages"].as_u64()), (Some(0), Some(0)));
+    }
+
+    async fn out_of_range_paging_and_bad_query_values_are_422(backend) {
+        let app = TestApp::spawn(backend).await;
+        for (query, field) in [
+            ("size=0", "size"), ("size=101", "size"), ("page=0", "page"), ("page=-1", "page"),
+            ("page=x", "page"), ("sort=password", "sort"), ("sort=", "sort"), ("is_active=maybe", "is_active"),
+            ("created_after=yesterday", "created_after"), ("created_before=2025-13-01T00:00:00Z", "created_before"),
+        ] {
+            let r = app.get(&format!("/api/v1/users?{query}"), Some(app.admin())).await;
+            r.assert_error(422, "validation_error");
+            assert_eq!(r.error_fields(), [field], "{query}");
+        }
+        assert_eq!(list(&app, "size=1").await["size"], 1);
+        assert_eq!(list(&app, "size=100").await["size"], 100);
+    }
+
+    async fn flag_filters_combine(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        assert_eq!(list(&app, "is_active=false&sort=email").await["total"], 2);
+        assert_eq!(emails(&list(&app, "is_active=false&sort=email").await), ["A.adams@example.com", "e.eve@example.com"]);
+        assert_eq!(list(&app, "is_superuser=true").await["total"], 3);
+        assert_eq!(emails(&list(&app, "is_superuser=true&is_active=false").await), ["e.eve@example.com"]);
+        assert_eq!(list(&app, "is_active=true&is_superuser=false").await["total"], 2);
+    }
+
+    async fn created_after_is_inclusive_and_created_before_exclusive(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        let page = list(&app, "created_after=2025-01-02T00:00:00Z&created_before=2025-01-04T12:30:00Z&sort=id").await;
+        assert_eq!(emails(&page), ["A.adams@example.com", "c.cole@example.com", "d.diaz@example.com"]);
+        // Offsets other than Z mean the same instant.
+        let shifted = list(&app, "created_after=2025-01-02T01:00:00%2B01:00&created_before=2025-01-04T13:30:00%2B01:00&sort=id").await;
+        assert_eq!(emails(&shifted), emails(&page));
+        assert_eq!(list(&app, "created_before=2025-01-01T00:00:00Z").await["total"], 0);
+        assert_eq!(list(&app, "created_after=2025-01-04T12:30:00Z&created_before=2025-01-05T00:00:00Z").await["total"], 1);
+    }
+
+    async fn search_is_a_case_insensitive_substring_of_email_or_name(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        assert_eq!(emails(&list(&app, "search=ADAMS&sort=id").await), ["A.adams@example.com", "d.diaz@example.com"]);
+        assert_eq!(emails(&list(&app, "search=eve").await), ["e.eve@example.com"]);
+        assert_eq!(list(&app, "search=example.com").await["total"], 6);
+        assert_eq!(list(&app, "search=").await["total"], 6, "an empty search filters nothing");
+        assert_eq!(list(&app, "search=brown&is_active=false").await["total"], 0);
+    }
+
+    async fn search_takes_wildcards_quotes_and_unicode_literally(backend) {
+        let app = TestApp::spawn(backend).await;
+        seed(&app, "percent@example.com", Some("100% sure"), true, false, "2025-01-01T00:00:00Z").await;
+        seed(&app, "under_score@example.com", Some("Plain"), true, false, "2025-01-01T00:00:00Z").await;
+        seed(&app, "underxscore@example.com", Some("Plain"), true, false, "2025-01-01T00:00:00Z").await;
+        seed(&app, "quote@example.com", Some("O'Brien \"Bob\""), true, false, "2025-01-01T00:00:00Z").await;
+        seed(&app, "slash@example.com", Some("back\\slash"), true, false, "2025-01-01T00:00:00Z").await;
+        seed(&app, "zoe@example.com", Some("Zoë Ünïcødé"), true, false, "2025-01-01T00:00:00Z").await;
+        let q = |s: &str| format!("search={}&sort=email", urlencode(s));
+        assert_eq!(emails(&list(&app, &q("%")).await), ["percent@example.com"]);
+        assert_eq!(emails(&list(&app, &q("0% s")).await), ["percent@example.com"]);
+        assert_eq!(emails(&list(&app, &q("r_s")).await), ["under_score@example.com"]);
+        assert_eq!(emails(&list(&app, &q("_")).await), ["under_score@example.com"]);
+        assert_eq!(emails(&list(&app, &q("o'brien")).await), ["quote@example.com"]);
+        assert_eq!(emails(&list(&app, &q("\"bob\"")).await), ["quote@example.com"]);
+        assert_eq!(emails(&list(&app, &q("k\\s")).await), ["slash@example.com"]);
+        assert_eq!(emails(&list(&app, &q("\\")).await), ["slash@example.com"]);
+        assert_eq!(emails(&list(&app, &q("Zoë Ünï")).await), ["zoe@example.com"]);
+        assert_eq!(emails(&list(&app, &q("zoë")).await), ["zoe@example.com"], "ASCII letters fold case");
+        assert_eq!(list(&app, &q("'; DROP TABLE users; --")).await["total"], 0);
+        assert_eq!(app.state.store.count_users().await.unwrap(), 7);
+    }
+
+    async fn created_at_sorts_break_ties_by_id_in_the_same_direction(backend) {
+        let app = TestApp::spawn(backend).await;
+        let u = five_users(&app).await;
+        let asc = ids(&list(&app, "sort=created_at&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(asc, [u[0], u[1], u[2], u[3], u[4]]);
+        let desc = ids(&list(&app, "sort=-created_at&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(desc, [u[4], u[3], u[2], u[1], u[0]]);
+    }
+
+    async fn email_sorts_by_lowercase_form(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        let asc = emails(&list(&app, "sort=email&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(asc, ["A.adams@example.com", "b.brown@example.com", "c.cole@example.com", "d.diaz@example.com", "e.eve@example.com"]);
+        let desc = emails(&list(&app, "sort=-email&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(desc, asc.iter().rev().cloned().collect::<Vec<_>>());
+    }
+
+    async fn full_name_sorts_lowercase_with_null_as_empty_and_ties_by_id(backend) {
+        let app = TestApp::spawn(backend).await;
+        let u = five_users(&app).await;
+        // Names: c=NULL(""), "Alice Adams"(u1) = "alice adams"(u3) tie, "bob Brown"(u0), "Eve"(u4).
+        let asc = ids(&list(&app, "sort=full_name&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(asc, [u[2], u[1], u[3], u[0], u[4]]);
+        let desc = ids(&list(&app, "sort=-full_name&created_before=2026-01-01T00:00:00Z").await);
+        assert_eq!(desc, [u[4], u[0], u[3], u[1], u[2]]);
+    }
+
+    async fn id_sorts_both_ways(backend) {
+        let app = TestApp::spawn(backend).await;
+        let u = five_users(&app).await;
+        assert_eq!(ids(&list(&app, "sort=id&created_before=2026-01-01T00:00:00Z").await), u);
+        let mut rev = u.clone();
+        rev.reverse();
+        assert_eq!(ids(&list(&app, "sort=-id&created_before=2026-01-01T00:00:00Z").await), rev);
+    }
+
+    async fn list_items_are_full_user_objects_without_secrets(backend) {
+        let app = TestApp::spawn(backend).await;
+        five_users(&app).await;
+        let page = list(&app, "").await;
+        for item in page["items"].as_array().unwrap() {
+            assert_eq!(item.as_object().unwrap().len(), 7);
+            assert!(item.get("hashed_password").is_none());
+            assert!(DateTime::parse_from_rfc3339(item["created_at"].as_str().unwrap()).is_ok());
+        }
+        let seeded = page["items"].as_array().unwrap().iter().find(|u| u["email"] == "e.eve@example.com").unwrap();
+        assert_eq!(DateTime::parse_from_rfc3339(seeded["created_at"].as_str().unwrap()).unwrap(), at("2025-01-04T12:30:00Z"));
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
