@@ -79,17 +79,19 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 async fn serve(settings: Settings) -> Result<(), String> {
     let bind_addr = settings.bind_addr;
     let grace = settings.request_timeout + Duration::from_secs(1);
-    let (state, bootstrap) = app::build_state(settings).await?;
-    if let Some(admin) = bootstrap {
-        println!(
-            "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Log in at http://{bind_addr}/docs and change it.\n",
-            admin.email, admin.password
-        );
-    }
+    // Bind first: a bootstrap admin whose password could not be shown would lock users out.
     let acceptor = app::bind(bind_addr)
         .await
         .map_err(|e| format!("cannot listen on {bind_addr}: {e}"))?;
-    tracing::info!(addr = %bind_addr, backend = state.store.backend(), "roster listening");
+    let (state, bootstrap) = app::build_state(settings).await?;
+    let local = app::local_addr(&acceptor).unwrap_or(bind_addr);
+    if let Some(admin) = bootstrap {
+        println!(
+            "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Log in at http://{local}/docs and change it.\n",
+            admin.email, admin.password
+        );
+    }
+    tracing::info!(addr = %local, backend = state.store.backend(), "roster listening");
     let endpoint = app::build_endpoint(state.clone());
     app::serve(acceptor, endpoint, shutdown_signal(), grace)
         .await

@@ -1,0 +1,186 @@
+//! The binary as a user runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use tempfile::TempDir;
+
+fn roster(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db)
+        .env("ARGON2_MEMORY_KIB", "8")
+        .env("ARGON2_ITERATIONS", "1")
+        .output()
+        .expect("roster runs")
+}
+
+fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("cli.db").display())
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn openapi_prints_the_committed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = roster(dir.path(), "sqlite::memory:", &["openapi"]);
+    assert!(out.status.success());
+    assert!(stdout(&out) == include_str!("../../openapi/openapi.json"));
+}
+
+#[test]
+fn migrate_applies_once_then_reports_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let first = roster(dir.path(), &url, &["migrate"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("Applied migrations [1]"),
+        "{}",
+        stdout(&first)
+    );
+    let second = roster(dir.path(), &url, &["migrate"]);
+    assert!(second.status.success());
+    assert!(
+        stdout(&second).contains("up to date"),
+        "{}",
+        stdout(&second)
+    );
+}
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    assert!(roster(dir.path(), &url, &["migrate"]).status.success());
+    let conn = rusqlite::Connection::open(dir.path().join("cli.db")).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    for args in [&["migrate"][..], &["serve"][..]] {
+        let out = roster(dir.path(), &url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("999 is newer"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn create_superuser_creates_once_and_refuses_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let args = [
+        "create-superuser",
+        "--email",
+        "Ops@Example.com",
+        "--password",
+        "ops-password-1",
+    ];
+    let out = roster(dir.path(), &url, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Created superuser Ops@Example.com"));
+    let again = roster(
+        dir.path(),
+        &url,
+        &[
+            "create-superuser",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "ops-password-1",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"));
+    let short = roster(
+        dir.path(),
+        &url,
+        &[
+            "create-superuser",
+            "--email",
+            "x@example.com",
+            "--password",
+            "short",
+        ],
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(stderr(&short).contains("password"));
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_each_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", "mysql://nope")
+        .env("DB_POOL_SIZE", "lots")
+        .env("JWT_SECRET", "too-short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for var in ["DATABASE_URL:", "DB_POOL_SIZE:", "JWT_SECRET:"] {
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with(var)).count(),
+            1,
+            "{var} in {err}"
+        );
+    }
+    assert!(!err.contains("too-short"), "secrets are never echoed");
+}
+
+#[test]
+fn serve_on_an_empty_database_prints_the_bootstrap_admin_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", sqlite_url(&dir))
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("ARGON2_MEMORY_KIB", "8")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut email = None;
+    let mut password = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(v) = line.trim().strip_prefix("email:") {
+            email = Some(v.trim().to_string());
+        }
+        if let Some(v) = line.trim().strip_prefix("password:") {
+            password = Some(v.trim().to_string());
+        }
+        if line.contains("/docs") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(email.as_deref(), Some("admin@example.com"));
+    assert!(password.is_some_and(|p| p.len() >= 16));
+}
