@@ -96,6 +96,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     app::serve(acceptor, endpoint, shutdown_signal(), grace)
         .await
         .map_err(|e| e.to_string())?;
+    state.store.close().await;
     tracing::info!("roster stopped");
     Ok(())
 }

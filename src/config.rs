@@ -370,4 +370,18 @@ mod tests {
         let s = settings(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]).unwrap();
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
     }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_postgres_url_without_the_feature_names_the_feature() {
+        let err = DatabaseUrl::parse("postgres://localhost/roster").unwrap_err();
+        assert!(err.contains("`postgres` cargo feature"), "{err}");
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn a_sqlite_url_without_the_feature_names_the_feature() {
+        let err = DatabaseUrl::parse("sqlite://roster.db").unwrap_err();
+        assert!(err.contains("`sqlite` cargo feature"), "{err}");
+    }
 }

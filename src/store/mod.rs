@@ -4,6 +4,10 @@ pub mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -83,6 +87,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// A round trip that proves the database answers and the schema is current.
     async fn check_ready(&self) -> Result<(), StoreError>;
     fn pool_status(&self) -> PoolStatus;
+    /// Closes the pool's connections; called once at shutdown.
+    async fn close(&self) {}
 
     /// Returns the stored value for `key`, storing `candidate` first if there is none.
     async fn get_or_insert_setting(
@@ -121,6 +127,10 @@ pub async fn connect(settings: &Settings) -> Result<Arc<dyn UserStore>, StoreErr
         #[cfg(feature = "sqlite")]
         DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => Ok(Arc::new(
             SqliteStore::open(&settings.database_url, settings.db_pool_size).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(
+            PostgresStore::open(url.expose(), settings.db_pool_size).await?,
         )),
         #[allow(unreachable_patterns)]
         other => Err(StoreError::Other(format!(

@@ -35,10 +35,33 @@ pub struct SqliteStore {
 fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
-         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;"
-    ))
+    ))?;
+    // WAL is a property of the file, set once. Switching needs an exclusive lock, and
+    // SQLite answers "locked" at once rather than waiting when another process holds the
+    // file during its own switch, so wait here.
+    let deadline = std::time::Instant::now() + Duration::from_millis(BUSY_TIMEOUT_MS.into());
+    loop {
+        let mode = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if mode.eq_ignore_ascii_case("wal") {
+                    Ok(mode)
+                } else {
+                    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+                }
+            });
+        match mode {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 impl SqliteStore {

@@ -19,13 +19,18 @@ pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    Postgres,
 }
 
-/// Where a test's database lives; dropped with the last app using it.
+/// Where a test's database lives; removed with the last app using it.
 pub struct TestDatabase {
     pub url: String,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
+    /// Server URL and name of a database created for this test alone.
+    postgres: Option<(String, String)>,
 }
+
+pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
 
 impl TestDatabase {
     pub async fn fresh(backend: Backend) -> Arc<Self> {
@@ -33,9 +38,79 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("roster.db").display());
-                Arc::new(Self { url, _dir: dir })
+                Arc::new(Self {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                })
+            }
+            Backend::Postgres => {
+                let server = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+                    panic!("{POSTGRES_URL_VAR} must name a PostgreSQL server for this test")
+                });
+                let name = format!("roster_test_{}", uuid::Uuid::new_v4().simple());
+                postgres_admin(&server, &format!("CREATE DATABASE \"{name}\"")).await;
+                let url = with_database(&server, &name);
+                Arc::new(Self {
+                    url,
+                    _dir: None,
+                    postgres: Some((server, name)),
+                })
             }
         }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.postgres.take() {
+            // Drop runs inside the test's runtime; the clean-up gets a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(postgres_admin(
+                    &server,
+                    &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                ));
+            })
+            .join();
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_admin(server: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {server} ({POSTGRES_URL_VAR}): {e}")
+        });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_admin(_server: &str, _sql: &str) {
+    panic!("PostgreSQL tests need the `postgres` feature");
+}
+
+/// `base` with its database name replaced by `database`.
+fn with_database(base: &str, database: &str) -> String {
+    let (main, query) = base
+        .split_once('?')
+        .map_or((base, None), |(m, q)| (m, Some(q)));
+    let host_start = main.find("://").map_or(0, |i| i + 3);
+    let root = main[host_start..]
+        .find('/')
+        .map_or(main, |i| &main[..host_start + i]);
+    match query {
+        Some(q) => format!("{root}/{database}?{q}"),
+        None => format!("{root}/{database}"),
     }
 }
 
@@ -312,8 +387,11 @@ async fn into_resp(r: reqwest::Response) -> Resp {
 
 /// Generates each test once per backend compiled in, with the same body:
 /// `async fn name(backend) { let app = TestApp::spawn(backend).await; … }`.
+/// PostgreSQL tests are `#[ignore]`d (listed as not run) unless TEST_POSTGRES_URL was set
+/// when the tests were built; `postgres_tests_are_not_skipped_in_ci` fails CI if so.
 macro_rules! backend_tests {
     ($( $(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block )*) => {
+        #[cfg(feature = "sqlite")]
         mod sqlite {
             #[allow(unused_imports)]
             use super::*;
@@ -322,6 +400,21 @@ macro_rules! backend_tests {
                 #[tokio::test]
                 async fn $name() {
                     let $backend = $crate::helpers::Backend::Sqlite;
+                    $body
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[tokio::test]
+                #[cfg_attr(not(postgres_tests), ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests")]
+                async fn $name() {
+                    let $backend = $crate::helpers::Backend::Postgres;
                     $body
                 }
             )*

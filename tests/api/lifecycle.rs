@@ -1,8 +1,9 @@
 //! Start-up: the bootstrap admin, migrations across restarts.
 
+use roster::{app, config::Settings};
 use serde_json::json;
 
-use crate::helpers::{TestApp, backend_tests};
+use crate::helpers::{TestApp, TestDatabase, backend_tests};
 
 backend_tests! {
     async fn an_empty_database_gets_a_printed_admin_who_can_log_in(backend) {
@@ -37,5 +38,28 @@ backend_tests! {
         assert_eq!(again.state.store.count_users().await.unwrap(), 2);
         let login = again.post("/api/v1/auth/login", None, json!({"email": "keep@example.com", "password": "password-123"})).await;
         assert_eq!(login.status, 200);
+    }
+
+    async fn two_instances_starting_at_once_on_an_empty_database_migrate_once(backend) {
+        let database = TestDatabase::fresh(backend).await;
+        let settings = || {
+            let vars = [
+                ("DATABASE_URL", database.url.as_str()),
+                ("ARGON2_MEMORY_KIB", "8"),
+                ("ARGON2_ITERATIONS", "1"),
+                ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+                ("FIRST_SUPERUSER_PASSWORD", "admin-password-1"),
+            ];
+            Settings::from_map(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+        };
+        let (a, b) = tokio::join!(app::build_state(settings()), app::build_state(settings()));
+        let (a, _) = a.expect("first instance starts");
+        let (b, _) = b.expect("second instance starts");
+        assert!(a.store.migrate().await.unwrap().applied.is_empty());
+        assert!(b.store.migrate().await.unwrap().applied.is_empty());
+        // Both agreed on one signing key and one superuser.
+        assert_eq!(a.store.count_users().await.unwrap(), 1);
+        let secret = a.store.get_or_insert_setting("jwt_secret", "other".into()).await.unwrap();
+        assert_eq!(b.store.get_or_insert_setting("jwt_secret", "third".into()).await.unwrap(), secret);
     }
 }

@@ -11,3 +11,21 @@ mod lifecycle;
 mod openapi;
 mod users;
 mod users_list;
+
+/// In CI the PostgreSQL half of the suite must run, never silently skip.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_tests_are_not_skipped_in_ci() {
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    let configured = std::env::var(helpers::POSTGRES_URL_VAR).is_ok_and(|v| !v.trim().is_empty());
+    assert!(
+        !in_ci || configured,
+        "CI is set but {} is not: the PostgreSQL tests would be skipped",
+        helpers::POSTGRES_URL_VAR
+    );
+    assert!(
+        !in_ci || cfg!(postgres_tests),
+        "{} was set after the tests were built; rebuild",
+        helpers::POSTGRES_URL_VAR
+    );
+}

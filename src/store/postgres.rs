@@ -1,0 +1,544 @@
+//! The production backend: sqlx on PostgreSQL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row,
+    postgres::{PgPoolOptions, PgRow},
+};
+
+use super::{
+    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
+    UserStore, dashboard_windows, like_pattern,
+    migrations::{self, Migration},
+};
+use crate::domain::{
+    DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
+    UserQuery, now_micros,
+};
+
+const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
+const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
+/// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
+/// that could remove the last active superuser.
+const MIGRATION_LOCK: i64 = 0x526f_7374_6572_0001;
+const SUPERUSER_LOCK: i64 = 0x526f_7374_6572_0002;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    pool_size: u32,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        Ok(Self { pool, pool_size })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if code == "23505" && db.constraint() == Some(EMAIL_UNIQUE_INDEX) {
+                    return StoreError::EmailTaken;
+                }
+                // Connection exceptions, shutdown, missing database, too many connections.
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "3D000"
+                    || code == "53300"
+                {
+                    return StoreError::Unavailable(err.to_string());
+                }
+                StoreError::Other(err.to_string())
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            _ => StoreError::Other(err.to_string()),
+        }
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        full_name: row.try_get("full_name")?,
+        is_active: row.try_get("is_active")?,
+        is_superuser: row.try_get("is_superuser")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+async fn apply_migrations(
+    pool: &PgPool,
+    list: &[Migration],
+) -> Result<MigrationReport, StoreError> {
+    let mut tx = pool.begin().await?;
+    // Several instances may start at once against one empty database: one migrates, the
+    // others wait here and then find nothing left to do.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    BIGINT      PRIMARY KEY,
+             name       TEXT        NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL
+         )",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+    let known = migrations::latest_version(list);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    let mut applied = Vec::new();
+    for migration in list.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .execute(&mut *tx)
+        .await?;
+        applied.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(MigrationReport {
+        applied,
+        current_version: known,
+    })
+}
+
+async fn is_active_superuser(tx: &mut sqlx::PgConnection, id: UserId) -> Result<bool, StoreError> {
+    let row: Option<bool> =
+        sqlx::query_scalar("SELECT is_active AND is_superuser FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(row.unwrap_or(false))
+}
+
+/// Called after a change that demoted, deactivated or deleted an active superuser.
+async fn ensure_active_superuser_remains(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    // Serialises concurrent demotions, so two superusers cannot remove each other at once.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SUPERUSER_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let remains: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE is_active AND is_superuser)")
+            .fetch_one(&mut *tx)
+            .await?;
+    if remains {
+        Ok(())
+    } else {
+        Err(StoreError::LastActiveSuperuser)
+    }
+}
+
+fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
+    let filter = &query.filter;
+    let mut sep = " WHERE ";
+    let mut next = |qb: &mut QueryBuilder<Postgres>| {
+        qb.push(sep);
+        sep = " AND ";
+    };
+    if let Some(active) = filter.is_active {
+        next(qb);
+        qb.push("is_active = ").push_bind(active);
+    }
+    if let Some(superuser) = filter.is_superuser {
+        next(qb);
+        qb.push("is_superuser = ").push_bind(superuser);
+    }
+    if let Some(after) = filter.created_after {
+        next(qb);
+        qb.push("created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filter.created_before {
+        next(qb);
+        qb.push("created_at < ").push_bind(before);
+    }
+    if let Some(term) = filter.search.as_deref() {
+        let pattern = like_pattern(term);
+        next(qb);
+        qb.push("(email ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR full_name ILIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+}
+
+fn order_sql(query: &UserQuery) -> String {
+    let dir = match query.sort.direction {
+        SortDirection::Asc => "ASC",
+        SortDirection::Desc => "DESC",
+    };
+    let key = match query.sort.field {
+        SortField::CreatedAt => "created_at",
+        SortField::Email => "lower(email) COLLATE \"C\"",
+        SortField::FullName => "lower(coalesce(full_name, '')) COLLATE \"C\"",
+        SortField::Id => return format!(" ORDER BY id {dir}"),
+    };
+    format!(" ORDER BY {key} {dir}, id {dir}")
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        apply_migrations(&self.pool, migrations::POSTGRES).await
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
+                .fetch_one(&self.pool)
+                .await?;
+        let known = migrations::latest_version(migrations::POSTGRES);
+        if version < known {
+            return Err(StoreError::Unavailable(format!(
+                "schema version {version}, expected {known}: run `roster migrate`"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let total = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle())
+            .unwrap_or(u32::MAX)
+            .min(total);
+        PoolStatus {
+            backend: "postgres",
+            pool_size: self.pool_size,
+            checked_in: idle,
+            checked_out: total - idle,
+            total_connections: total,
+        }
+    }
+
+    async fn get_or_insert_setting(
+        &self,
+        key: &str,
+        candidate: String,
+    ) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO app_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM app_settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let created_at = user.created_at.unwrap_or_else(now_micros);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+        )))
+        .bind(user.email.as_str())
+        .bind(user.full_name.map(|n| n.into_inner()))
+        .bind(user.hashed_password)
+        .bind(user.is_active)
+        .bind(user.is_superuser)
+        .bind(created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(user_from_row(&row)?)
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) COLLATE \"C\" = lower($1) COLLATE \"C\""
+        )))
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(UserCredentials {
+                user: user_from_row(&row)?,
+                hashed_password: row.try_get("hashed_password")?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT hashed_password FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let was_active_superuser = is_active_superuser(&mut tx, id).await?;
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE users SET updated_at = ");
+        qb.push_bind(now_micros());
+        let mut changed = false;
+        if let Some(email) = changes.email {
+            qb.push(", email = ").push_bind(email.as_str().to_string());
+            changed = true;
+        }
+        if let Some(full_name) = changes.full_name {
+            qb.push(", full_name = ")
+                .push_bind(full_name.map(|n| n.into_inner()));
+            changed = true;
+        }
+        if let Some(hash) = changes.hashed_password {
+            qb.push(", hashed_password = ").push_bind(hash);
+            changed = true;
+        }
+        if let Some(active) = changes.is_active {
+            qb.push(", is_active = ").push_bind(active);
+            changed = true;
+        }
+        if let Some(superuser) = changes.is_superuser {
+            qb.push(", is_superuser = ").push_bind(superuser);
+            changed = true;
+        }
+        let row = if changed {
+            qb.push(" WHERE id = ")
+                .push_bind(id)
+                .push(" RETURNING ")
+                .push(USER_COLUMNS);
+            qb.build().fetch_optional(&mut *tx).await?
+        } else {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        };
+        let user = user_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        if was_active_superuser && !(user.is_active && user.is_superuser) {
+            ensure_active_superuser_remains(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let was_active_superuser = is_active_superuser(&mut tx, id).await?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if was_active_superuser {
+            ensure_active_superuser_remains(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count(n))
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+        // One snapshot for the total and the page.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut count_qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
+        push_filter(&mut count_qb, query);
+        let total: i64 = count_qb.build_query_scalar().fetch_one(&mut *tx).await?;
+        let items = match query.page.offset() {
+            Some(offset) if offset < total => {
+                let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+                push_filter(&mut qb, query);
+                qb.push(order_sql(query));
+                qb.push(" LIMIT ")
+                    .push_bind(query.page.limit())
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                rows.iter()
+                    .map(user_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            _ => Vec::new(),
+        };
+        tx.commit().await?;
+        let total = count(total);
+        Ok(Page {
+            items,
+            total,
+            page: query.page.page,
+            size: query.page.size,
+            pages: query.page.page_count(total),
+        })
+    }
+
+    async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
+        let (today, week) = dashboard_windows(now);
+        let row = sqlx::query(
+            "SELECT COUNT(*)                                     AS total,
+                    COUNT(*) FILTER (WHERE is_active)            AS active,
+                    COUNT(*) FILTER (WHERE is_superuser)         AS superusers,
+                    COUNT(*) FILTER (WHERE created_at >= $1)     AS today,
+                    COUNT(*) FILTER (WHERE created_at >= $2)     AS week
+             FROM users",
+        )
+        .bind(today)
+        .bind(week)
+        .fetch_one(&self.pool)
+        .await?;
+        let total = count(row.try_get("total")?);
+        let active = count(row.try_get("active")?);
+        Ok(DashboardStats {
+            total_users: total,
+            active_users: active,
+            inactive_users: total.saturating_sub(active),
+            superusers: count(row.try_get("superusers")?),
+            new_users_today: count(row.try_get("today")?),
+            new_users_week: count(row.try_get("week")?),
+            generated_at: now,
+        })
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, now())",
+        )
+        .bind(token.token_hash)
+        .bind(token.family_id)
+        .bind(token.user_id)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshTokenUse, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, family_id, user_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL AS spent
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RefreshTokenUse::Invalid);
+        };
+        let id: i64 = row.try_get("id")?;
+        let family_id: String = row.try_get("family_id")?;
+        let user_id: UserId = row.try_get("user_id")?;
+        let expires_at: DateTime<Utc> = row.try_get("expires_at")?;
+        let spent: bool = row.try_get("spent")?;
+        let outcome = if spent {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&family_id)
+                .execute(&mut *tx)
+                .await?;
+            RefreshTokenUse::Replayed
+        } else if expires_at <= now {
+            RefreshTokenUse::Invalid
+        } else {
+            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            RefreshTokenUse::Consumed { user_id, family_id }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = now()
+             WHERE revoked_at IS NULL
+               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+        )
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
