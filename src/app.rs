@@ -14,7 +14,9 @@ use poem::{
 use crate::{
     api,
     auth::{AuthService, random_token},
+    cache::Caches,
     config::Settings,
+    directory::Directory,
     domain::{Email, NewUser, Password},
     error::ApiError,
     middleware::Observe,
@@ -36,14 +38,24 @@ pub async fn build_state(
     settings: Settings,
 ) -> Result<(Arc<AppState>, Option<BootstrapAdmin>), String> {
     let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    build_state_with_store(settings, store).await
+}
+
+/// As `build_state`, over a store the caller opened (tests wrap it to observe or break it).
+pub async fn build_state_with_store(
+    settings: Settings,
+    store: Arc<dyn UserStore>,
+) -> Result<(Arc<AppState>, Option<BootstrapAdmin>), String> {
     store
         .migrate()
         .await
         .map_err(|e| format!("migration failed: {e}"))?;
-    let auth = AuthService::new(&settings, store.clone()).await?;
+    let directory = Arc::new(Directory::new(store.clone(), Caches::new(&settings)));
+    let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
     let state = Arc::new(AppState {
         settings,
         store,
+        directory,
         auth,
         started_at: Instant::now(),
     });
@@ -67,7 +79,7 @@ async fn ensure_superuser(state: &AppState) -> Result<Option<BootstrapAdmin>, St
             .map_err(|e| e.to_string())?
             .is_none()
         {
-            create_superuser(state.store.as_ref(), &state.auth, email, &password).await?;
+            create_superuser(&state.directory, &state.auth, email, &password).await?;
         }
         return Ok(None);
     }
@@ -77,7 +89,7 @@ async fn ensure_superuser(state: &AppState) -> Result<Option<BootstrapAdmin>, St
     let password_text: String = random_token()?.chars().take(20).collect();
     let email = Email::parse(BOOTSTRAP_ADMIN_EMAIL)?;
     let password = Password::parse(&password_text)?;
-    let created = create_superuser(state.store.as_ref(), &state.auth, email, &password).await?;
+    let created = create_superuser(&state.directory, &state.auth, email, &password).await?;
     Ok(created.then(|| BootstrapAdmin {
         email: BOOTSTRAP_ADMIN_EMAIL.into(),
         password: password_text,
@@ -86,7 +98,7 @@ async fn ensure_superuser(state: &AppState) -> Result<Option<BootstrapAdmin>, St
 
 /// Creates an active superuser; `false` when another instance created the email first.
 pub async fn create_superuser(
-    store: &dyn UserStore,
+    directory: &Directory,
     auth: &AuthService,
     email: Email,
     password: &Password,
@@ -100,7 +112,7 @@ pub async fn create_superuser(
         is_superuser: true,
         created_at: None,
     };
-    match store.create_user(new_user).await {
+    match directory.create(new_user).await {
         Ok(_) => Ok(true),
         Err(StoreError::EmailTaken) => Ok(false),
         Err(e) => Err(e.to_string()),

@@ -1,13 +1,15 @@
 //! The command line: `roster [serve|migrate|create-superuser|openapi]`.
 
-use std::{collections::HashMap, io::Write, time::Duration};
+use std::{collections::HashMap, io::Write, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 
 use crate::{
     api, app,
     auth::AuthService,
+    cache::Caches,
     config::Settings,
+    directory::Directory,
     domain::{Email, Password},
     store, telemetry,
 };
@@ -158,8 +160,9 @@ async fn create_superuser(
         .migrate()
         .await
         .map_err(|e| format!("migration failed: {e}"))?;
-    let auth = AuthService::new(&settings, store.clone()).await?;
-    if app::create_superuser(store.as_ref(), &auth, email.clone(), &password).await? {
+    let directory = Arc::new(Directory::new(store.clone(), Caches::new(&settings)));
+    let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
+    if app::create_superuser(&directory, &auth, email.clone(), &password).await? {
         println!("Created superuser {email}.");
         Ok(())
     } else {

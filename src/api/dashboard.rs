@@ -4,7 +4,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
 use super::{ApiTags, dto::DashboardStatsOut};
-use crate::{auth::BearerAuth, domain::now_micros, error::ApiResult, state::AppState};
+use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
 
 pub struct DashboardApi;
 
@@ -21,6 +21,8 @@ impl DashboardApi {
     ///
     /// Superuser only. Counts over all users from one aggregate query: totals, active,
     /// inactive, superusers, and users created today and in the last seven days (UTC).
+    /// Cached for DASHBOARD_CACHE_TTL seconds and dropped on every write; `X-Cache` says
+    /// whether this answer came from the cache.
     #[oai(
         path = "/api/v1/dashboard/stats",
         method = "get",
@@ -32,7 +34,10 @@ impl DashboardApi {
         auth: BearerAuth,
     ) -> ApiResult<StatsResponse> {
         state.auth.authenticate_superuser(&auth).await?;
-        let stats = state.store.dashboard_stats(now_micros()).await?;
-        Ok(StatsResponse::Ok(Json(stats.into()), "MISS".into()))
+        let (stats, lookup) = state.directory.dashboard().await?;
+        Ok(StatsResponse::Ok(
+            Json((*stats).clone().into()),
+            lookup.as_header().into(),
+        ))
     }
 }

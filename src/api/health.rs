@@ -97,6 +97,19 @@ async fn probe_database(state: &AppState) -> (Result<(), String>, Duration) {
     (result, started.elapsed())
 }
 
+async fn cache_check(state: &AppState) -> CacheCheck {
+    let caches = state.directory.caches();
+    let stats = caches
+        .dashboard_stats()
+        .await
+        .combine(caches.user_stats().await);
+    CacheCheck {
+        status: enabled_status(caches.enabled()),
+        entries: stats.entries,
+        hit_rate: stats.hit_rate(),
+    }
+}
+
 fn enabled_status(enabled: bool) -> String {
     if enabled { "healthy" } else { "disabled" }.to_string()
 }
@@ -127,11 +140,7 @@ impl HealthApi {
                         .err()
                         .map(|_| "database check failed".to_string()),
                 },
-                cache: CacheCheck {
-                    status: enabled_status(state.settings.cache_enabled),
-                    entries: 0,
-                    hit_rate: 0.0,
-                },
+                cache: cache_check(&state).await,
                 rate_limiter: RateLimiterCheck {
                     status: enabled_status(state.settings.rate_limit_enabled),
                 },

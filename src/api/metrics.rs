@@ -4,7 +4,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+use crate::{auth::BearerAuth, cache::CacheStats, error::ApiResult, state::AppState};
 
 pub struct MetricsApi;
 
@@ -20,6 +20,37 @@ pub struct DatabaseMetrics {
     /// Connections beyond `pool_size`; this pool never opens any, so always 0.
     pub overflow: u32,
     pub total_connections: u32,
+}
+
+#[derive(Debug, Object)]
+pub struct CacheFigures {
+    /// Entries held now.
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Hits over lookups, 0 to 1 (0 before any lookup).
+    pub hit_rate: f64,
+}
+
+impl From<CacheStats> for CacheFigures {
+    fn from(s: CacheStats) -> Self {
+        Self {
+            entries: s.entries,
+            hits: s.hits,
+            misses: s.misses,
+            hit_rate: s.hit_rate(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct CacheMetrics {
+    /// Whether CACHE_ENABLED is on; when off every figure stays 0.
+    pub enabled: bool,
+    /// Dashboard statistics.
+    pub dashboard: CacheFigures,
+    /// Users by id (also used to authenticate every request).
+    pub users: CacheFigures,
 }
 
 #[OpenApi(tag = "ApiTags::Metrics")]
@@ -46,6 +77,28 @@ impl MetricsApi {
             checked_out: pool.checked_out,
             overflow: 0,
             total_connections: pool.total_connections,
+        }))
+    }
+
+    /// Cache figures
+    ///
+    /// Superuser only. Entries, hits, misses and hit rate of each cache since start-up.
+    #[oai(
+        path = "/api/v1/metrics/cache",
+        method = "get",
+        operation_id = "cache_metrics"
+    )]
+    async fn cache(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> ApiResult<Json<CacheMetrics>> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let caches = state.directory.caches();
+        Ok(Json(CacheMetrics {
+            enabled: caches.enabled(),
+            dashboard: caches.dashboard_stats().await.into(),
+            users: caches.user_stats().await.into(),
         }))
     }
 }

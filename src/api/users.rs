@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
     types::{ToJSON, Type},
 };
@@ -33,6 +33,24 @@ pub enum Created<T: ToJSON + Type + Send + Sync> {
 }
 
 #[derive(ApiResponse)]
+pub enum UserResponse {
+    /// The user, with its `ETag`.
+    #[oai(status = 200)]
+    Ok(Json<UserOut>, #[oai(header = "ETag")] String),
+    /// Unchanged since the `If-None-Match` validator was issued.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+/// Whether an `If-None-Match` header (a list, possibly weak validators, or `*`) matches.
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header
+        .split(',')
+        .map(|candidate| candidate.trim())
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+#[derive(ApiResponse)]
 pub enum Deleted {
     /// The user and their sessions are gone.
     #[oai(status = 204)]
@@ -53,8 +71,8 @@ pub(super) async fn create_validated(
 ) -> ApiResult<Created<UserOut>> {
     let hashed_password = state.auth.hash_password(valid.password.expose()).await?;
     let user = state
-        .store
-        .create_user(NewUser {
+        .directory
+        .create(NewUser {
             email: valid.email,
             full_name: valid.full_name,
             hashed_password,
@@ -84,7 +102,7 @@ async fn apply_changes(
         is_superuser: valid.is_superuser,
     };
     let revokes_sessions = changes.revokes_sessions();
-    let user = state.store.update_user(id, changes).await?;
+    let user = state.directory.update(id, changes).await?;
     if revokes_sessions {
         state.auth.revoke_sessions(id).await?;
     }
@@ -100,7 +118,7 @@ impl UsersApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
     ) -> ApiResult<Json<UserOut>> {
-        Ok(Json(state.auth.authenticate(&auth).await?.into()))
+        Ok(Json(UserOut::from(&*state.auth.authenticate(&auth).await?)))
     }
 
     /// Update your account
@@ -173,7 +191,7 @@ impl UsersApi {
             sort: sort.0.into(),
             page,
         };
-        Ok(Json(state.store.list_users(&query).await?.into()))
+        Ok(Json(state.directory.list(&query).await?.into()))
     }
 
     /// Create a user
@@ -193,24 +211,33 @@ impl UsersApi {
 
     /// Get a user
     ///
-    /// Superusers may read anyone; other users only themselves.
+    /// Superusers may read anyone; other users only themselves. Sends an `ETag`; with a
+    /// matching `If-None-Match` the answer is 304 without a body.
     #[oai(path = "/:id", method = "get", operation_id = "get_user")]
     async fn get(
         &self,
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
         id: Path<i64>,
-    ) -> ApiResult<Json<UserOut>> {
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+    ) -> ApiResult<UserResponse> {
         let caller = state.auth.authenticate(&auth).await?;
         if !caller.is_superuser && caller.id != id.0 {
             return Err(ApiError::forbidden("You may only read your own account."));
         }
-        let user = state
-            .store
-            .get_user(id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("User not found."))?;
-        Ok(Json(user.into()))
+        let user = match state.directory.user(id.0).await?.0 {
+            Some(user) => UserOut::from(&*user),
+            None => return Err(ApiError::not_found("User not found.")),
+        };
+        let etag = user.etag();
+        if if_none_match
+            .0
+            .as_deref()
+            .is_some_and(|header| etag_matches(header, &etag))
+        {
+            return Ok(UserResponse::NotModified(etag));
+        }
+        Ok(UserResponse::Ok(Json(user), etag))
     }
 
     /// Update a user
@@ -248,7 +275,7 @@ impl UsersApi {
                 "You cannot delete your own account.",
             ));
         }
-        state.store.delete_user(id.0).await?;
+        state.directory.delete(id.0).await?;
         Ok(Deleted::NoContent)
     }
 }

@@ -13,6 +13,7 @@ pub use tokens::{AccessTokens, random_token, refresh_token_hash};
 
 use crate::{
     config::Settings,
+    directory::Directory,
     domain::{Email, User, UserId},
     error::{ApiError, ApiResult, ErrorCode},
     middleware::request_context::record_user_id,
@@ -34,6 +35,7 @@ const JWT_SECRET_KEY: &str = "jwt_secret";
 
 pub struct AuthService {
     store: Arc<dyn UserStore>,
+    directory: Arc<Directory>,
     hasher: PasswordHasher,
     access: AccessTokens,
     refresh_ttl: Duration,
@@ -42,7 +44,11 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    pub async fn new(settings: &Settings, store: Arc<dyn UserStore>) -> Result<Self, String> {
+    pub async fn new(
+        settings: &Settings,
+        store: Arc<dyn UserStore>,
+        directory: Arc<Directory>,
+    ) -> Result<Self, String> {
         let secret = match &settings.jwt_secret {
             Some(secret) => secret.expose().to_string(),
             None => store
@@ -54,6 +60,7 @@ impl AuthService {
         let dummy_hash = hasher.hash(&random_token()?).await?;
         Ok(Self {
             store,
+            directory,
             hasher,
             access: AccessTokens::new(secret.as_bytes(), settings.access_token_ttl),
             refresh_ttl: settings.refresh_token_ttl,
@@ -103,7 +110,7 @@ impl AuthService {
         {
             RefreshTokenUse::Consumed { user_id, family_id } => {
                 record_user_id(user_id);
-                let user = self.store.get_user(user_id).await?;
+                let (user, _) = self.directory.user(user_id).await?;
                 match user {
                     Some(user) if user.is_active => self.issue_pair(user.id, family_id).await,
                     Some(_) => Err(inactive()),
@@ -135,15 +142,14 @@ impl AuthService {
     }
 
     /// The active user a bearer token belongs to.
-    pub async fn authenticate(&self, auth: &BearerAuth) -> ApiResult<User> {
+    pub async fn authenticate(&self, auth: &BearerAuth) -> ApiResult<Arc<User>> {
         let user_id = self
             .access
             .verify(&auth.0.token)
             .ok_or_else(|| ApiError::unauthorized("The access token is invalid or expired."))?;
-        let user =
-            self.store.get_user(user_id).await?.ok_or_else(|| {
-                ApiError::unauthorized("The access token's user no longer exists.")
-            })?;
+        let (user, _) = self.directory.user(user_id).await?;
+        let user = user
+            .ok_or_else(|| ApiError::unauthorized("The access token's user no longer exists."))?;
         record_user_id(user.id);
         if !user.is_active {
             return Err(inactive());
@@ -151,7 +157,7 @@ impl AuthService {
         Ok(user)
     }
 
-    pub async fn authenticate_superuser(&self, auth: &BearerAuth) -> ApiResult<User> {
+    pub async fn authenticate_superuser(&self, auth: &BearerAuth) -> ApiResult<Arc<User>> {
         let user = self.authenticate(auth).await?;
         if !user.is_superuser {
             return Err(ApiError::forbidden("This action needs a superuser."));

@@ -108,7 +108,12 @@ pub trait UserStore: Send + Sync + 'static {
     async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError>;
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
-    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError>;
+    /// A page of users; `known_total`, when given, is trusted instead of counting.
+    async fn list_users(
+        &self,
+        query: &UserQuery,
+        known_total: Option<u64>,
+    ) -> Result<Page<User>, StoreError>;
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError>;
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;

@@ -403,15 +403,24 @@ impl UserStore for PostgresStore {
         Ok(count(n))
     }
 
-    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        query: &UserQuery,
+        known_total: Option<u64>,
+    ) -> Result<Page<User>, StoreError> {
         // One snapshot for the total and the page.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut count_qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
-        push_filter(&mut count_qb, query);
-        let total: i64 = count_qb.build_query_scalar().fetch_one(&mut *tx).await?;
+        let total: i64 = match known_total {
+            Some(total) => i64::try_from(total).unwrap_or(i64::MAX),
+            None => {
+                let mut count_qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
+                push_filter(&mut count_qb, query);
+                count_qb.build_query_scalar().fetch_one(&mut *tx).await?
+            }
+        };
         let items = match query.page.offset() {
             Some(offset) if offset < total => {
                 let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));

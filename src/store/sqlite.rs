@@ -506,17 +506,24 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+    async fn list_users(
+        &self,
+        query: &UserQuery,
+        known_total: Option<u64>,
+    ) -> Result<Page<User>, StoreError> {
         let query = query.clone();
         self.run(move |conn| {
             let (where_sql, values) = filter_sql(&query);
             // One read transaction: the total and the page come from the same snapshot.
             let tx = conn.transaction()?;
-            let total: i64 = tx.query_row(
-                &format!("SELECT COUNT(*) FROM users {where_sql}"),
-                params_from_iter(values.iter()),
-                |r| r.get(0),
-            )?;
+            let total: i64 = match known_total {
+                Some(total) => i64::try_from(total).unwrap_or(i64::MAX),
+                None => tx.query_row(
+                    &format!("SELECT COUNT(*) FROM users {where_sql}"),
+                    params_from_iter(values.iter()),
+                    |r| r.get(0),
+                )?,
+            };
             let items = match query.page.offset() {
                 Some(offset) if offset < total => {
                     let mut page_values = values;

@@ -7,6 +7,7 @@ use roster::{
     app::{self, BootstrapAdmin},
     config::Settings,
     state::AppState,
+    store::UserStore,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -231,14 +232,42 @@ impl TestApp {
         Self::start(self.backend, self.database.clone(), self.vars.clone()).await
     }
 
+    /// Like `spawn_with`, with the store wrapped by `wrap` (to observe or break it).
+    pub async fn spawn_wrapped(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
+    ) -> Self {
+        let mut vars = default_vars();
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let database = TestDatabase::fresh(backend).await;
+        Self::start_wrapped(backend, database, vars, wrap).await
+    }
+
     async fn start(
         backend: Backend,
         database: Arc<TestDatabase>,
+        vars: HashMap<String, String>,
+    ) -> Self {
+        Self::start_wrapped(backend, database, vars, |store| store).await
+    }
+
+    async fn start_wrapped(
+        backend: Backend,
+        database: Arc<TestDatabase>,
         mut vars: HashMap<String, String>,
+        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
     ) -> Self {
         vars.insert("DATABASE_URL".into(), database.url.clone());
         let settings = Settings::from_map(&vars).expect("test settings are valid");
-        let (state, bootstrap) = app::build_state(settings).await.expect("app state builds");
+        let store = roster::store::connect(&settings)
+            .await
+            .expect("store opens");
+        let (state, bootstrap) = app::build_state_with_store(settings, wrap(store))
+            .await
+            .expect("app state builds");
         let acceptor = app::bind("127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind");

@@ -1,6 +1,7 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
 mod auth;
+mod cache;
 #[cfg(feature = "sqlite")]
 mod cli;
 mod dashboard;
@@ -8,6 +9,7 @@ mod errors;
 mod health;
 mod helpers;
 mod lifecycle;
+mod observed_store;
 mod openapi;
 mod users;
 mod users_list;

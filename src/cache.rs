@@ -1,0 +1,244 @@
+//! The moka caches (dashboard stats, users by id) and their invalidation.
+//!
+//! Keys carry a write generation. A write bumps the generation of what it touched
+//! after it commits, so every later read looks under a new key: a load that started
+//! before the write can only fill an entry nobody asks for any more. Readers never
+//! see their own writes stale, and concurrent misses of one key still share one load.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use moka::future::Cache;
+
+use crate::{
+    config::Settings,
+    domain::{DashboardStats, User, UserId},
+    store::StoreError,
+};
+
+/// Users share this many generation counters; a write to one user re-keys 1/STRIPES of them.
+const USER_GENERATION_STRIPES: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl Lookup {
+    pub fn as_header(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups, 0 before the first lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+
+    pub fn combine(self, other: Self) -> Self {
+        Self {
+            entries: self.entries + other.entries,
+            hits: self.hits + other.hits,
+            misses: self.misses + other.misses,
+        }
+    }
+}
+
+/// A cache whose lookups are counted; `None` when caching is disabled.
+struct CountedCache<K, V> {
+    cache: Option<Cache<K, V>>,
+    counters: Counters,
+}
+
+impl<K, V> CountedCache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn new(enabled: bool, capacity: u64, ttl: Duration) -> Self {
+        let cache = enabled.then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self {
+            cache,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The cached value, or the one `load` returns (stored unless it failed).
+    /// Concurrent callers missing the same key wait for one `load`.
+    async fn get_or_load<F>(&self, key: K, load: F) -> Result<(V, Lookup), StoreError>
+    where
+        F: Future<Output = Result<V, StoreError>>,
+    {
+        let Some(cache) = &self.cache else {
+            return load.await.map(|v| (v, Lookup::Miss));
+        };
+        let loaded_here = AtomicBool::new(false);
+        let entry = cache
+            .entry(key)
+            .or_try_insert_with(async {
+                loaded_here.store(true, Ordering::Relaxed);
+                load.await
+            })
+            .await
+            .map_err(|e| clone_store_error(&e))?;
+        let lookup = if loaded_here.load(Ordering::Relaxed) {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            Lookup::Miss
+        } else {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            Lookup::Hit
+        };
+        Ok((entry.into_value(), lookup))
+    }
+
+    async fn invalidate(&self, key: &K) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key).await;
+        }
+    }
+
+    async fn stats(&self) -> CacheStats {
+        let entries = match &self.cache {
+            Some(cache) => {
+                cache.run_pending_tasks().await;
+                cache.entry_count()
+            }
+            None => 0,
+        };
+        CacheStats {
+            entries,
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A shared load's error reaches every waiter; each gets its own copy.
+fn clone_store_error(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::EmailTaken => StoreError::EmailTaken,
+        StoreError::LastActiveSuperuser => StoreError::LastActiveSuperuser,
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::SchemaTooNew { found, known } => StoreError::SchemaTooNew {
+            found: *found,
+            known: *known,
+        },
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+pub struct Caches {
+    enabled: bool,
+    dashboard: CountedCache<u64, Arc<DashboardStats>>,
+    dashboard_generation: AtomicU64,
+    /// `None` in a value: no such user (also worth remembering: every request authenticates).
+    users: CountedCache<(UserId, u64), Option<Arc<User>>>,
+    user_generations: Box<[AtomicU64]>,
+}
+
+impl Caches {
+    pub fn new(settings: &Settings) -> Self {
+        let enabled = settings.cache_enabled;
+        Self {
+            enabled,
+            dashboard: CountedCache::new(enabled, 4, settings.dashboard_cache_ttl),
+            dashboard_generation: AtomicU64::new(0),
+            users: CountedCache::new(enabled, settings.cache_max_entries, settings.user_cache_ttl),
+            user_generations: (0..USER_GENERATION_STRIPES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn user_stripe(&self, id: UserId) -> &AtomicU64 {
+        &self.user_generations[(id.unsigned_abs() % USER_GENERATION_STRIPES as u64) as usize]
+    }
+
+    pub async fn dashboard<F>(&self, load: F) -> Result<(Arc<DashboardStats>, Lookup), StoreError>
+    where
+        F: Future<Output = Result<DashboardStats, StoreError>>,
+    {
+        let generation = self.dashboard_generation.load(Ordering::Acquire);
+        self.dashboard
+            .get_or_load(generation, async { load.await.map(Arc::new) })
+            .await
+    }
+
+    pub async fn user<F>(
+        &self,
+        id: UserId,
+        load: F,
+    ) -> Result<(Option<Arc<User>>, Lookup), StoreError>
+    where
+        F: Future<Output = Result<Option<User>, StoreError>>,
+    {
+        let generation = self.user_stripe(id).load(Ordering::Acquire);
+        self.users
+            .get_or_load((id, generation), async {
+                load.await.map(|u| u.map(Arc::new))
+            })
+            .await
+    }
+
+    /// After a write that changed these users (and so the dashboard) has committed.
+    pub async fn invalidate_users(&self, ids: &[UserId]) {
+        for &id in ids {
+            let old = self.user_stripe(id).fetch_add(1, Ordering::AcqRel);
+            self.users.invalidate(&(id, old)).await;
+        }
+        self.invalidate_dashboard().await;
+    }
+
+    /// After a write that changed the user count or flags without touching a cached user.
+    pub async fn invalidate_dashboard(&self) {
+        let old = self.dashboard_generation.fetch_add(1, Ordering::AcqRel);
+        self.dashboard.invalidate(&old).await;
+    }
+
+    pub async fn dashboard_stats(&self) -> CacheStats {
+        self.dashboard.stats().await
+    }
+
+    pub async fn user_stats(&self) -> CacheStats {
+        self.users.stats().await
+    }
+}

@@ -1,0 +1,146 @@
+//! Users as the API sees them: the store behind the caches, every write invalidating what
+//! it touched. Handlers and the auth service go through here, never around it.
+
+use std::sync::Arc;
+
+use crate::{
+    cache::{Caches, Lookup},
+    domain::{
+        DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery, now_micros,
+    },
+    store::{StoreError, UserStore},
+};
+
+pub struct Directory {
+    store: Arc<dyn UserStore>,
+    caches: Caches,
+}
+
+impl Directory {
+    pub fn new(store: Arc<dyn UserStore>, caches: Caches) -> Self {
+        Self { store, caches }
+    }
+
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<(Option<Arc<User>>, Lookup), StoreError> {
+        self.caches.user(id, self.store.get_user(id)).await
+    }
+
+    pub async fn dashboard(&self) -> Result<(Arc<DashboardStats>, Lookup), StoreError> {
+        self.caches
+            .dashboard(self.store.dashboard_stats(now_micros()))
+            .await
+    }
+
+    pub async fn create(&self, user: NewUser) -> Result<User, StoreError> {
+        let created = self.store.create_user(user).await;
+        match &created {
+            Ok(user) => self.caches.invalidate_users(&[user.id]).await,
+            Err(_) => self.caches.invalidate_dashboard().await,
+        }
+        created
+    }
+
+    pub async fn update(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+        let updated = self.store.update_user(id, changes).await;
+        self.caches.invalidate_users(&[id]).await;
+        updated
+    }
+
+    pub async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+        let deleted = self.store.delete_user(id).await;
+        self.caches.invalidate_users(&[id]).await;
+        deleted
+    }
+
+    /// A page of users. For the common filters (none, only `is_active`, only
+    /// `is_superuser`) the total comes from the cached dashboard counts instead of a
+    /// COUNT over the table.
+    pub async fn list(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+        let known_total = match self.caches.enabled() {
+            true => match total_from_dashboard(&query.filter) {
+                Some(pick) => Some(pick(&self.dashboard().await?.0)),
+                None => None,
+            },
+            false => None,
+        };
+        self.store.list_users(query, known_total).await
+    }
+}
+
+type TotalPick = fn(&DashboardStats) -> u64;
+
+/// Which dashboard figure is the total for this filter, when one is.
+fn total_from_dashboard(filter: &UserFilter) -> Option<TotalPick> {
+    let only_flags = filter.search.is_none()
+        && filter.created_after.is_none()
+        && filter.created_before.is_none();
+    if !only_flags {
+        return None;
+    }
+    match (filter.is_active, filter.is_superuser) {
+        (None, None) => Some(|s| s.total_users),
+        (Some(true), None) => Some(|s| s.active_users),
+        (Some(false), None) => Some(|s| s.inactive_users),
+        (None, Some(true)) => Some(|s| s.superusers),
+        (None, Some(false)) => Some(|s| s.total_users.saturating_sub(s.superusers)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn stats() -> DashboardStats {
+        DashboardStats {
+            total_users: 10,
+            active_users: 7,
+            inactive_users: 3,
+            superusers: 2,
+            new_users_today: 0,
+            new_users_week: 0,
+            generated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn common_filters_take_their_total_from_the_dashboard() {
+        let pick = |filter: UserFilter| total_from_dashboard(&filter).map(|f| f(&stats()));
+        assert_eq!(pick(UserFilter::default()), Some(10));
+        assert_eq!(
+            pick(UserFilter {
+                is_active: Some(false),
+                ..Default::default()
+            }),
+            Some(3)
+        );
+        assert_eq!(
+            pick(UserFilter {
+                is_superuser: Some(false),
+                ..Default::default()
+            }),
+            Some(8)
+        );
+        assert_eq!(
+            pick(UserFilter {
+                is_active: Some(true),
+                is_superuser: Some(true),
+                ..Default::default()
+            }),
+            None
+        );
+        assert_eq!(
+            pick(UserFilter {
+                search: Some("a".into()),
+                ..Default::default()
+            }),
+            None
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! A store wrapper that counts the calls tests care about, delegating everything.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use roster::{
+    domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
+    store::{
+        MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
+        UserStore,
+    },
+};
+
+#[derive(Default)]
+pub struct Calls {
+    pub dashboard: AtomicUsize,
+    pub get_user: AtomicUsize,
+}
+
+impl Calls {
+    pub fn dashboard(&self) -> usize {
+        self.dashboard.load(Ordering::SeqCst)
+    }
+
+    pub fn get_user(&self) -> usize {
+        self.get_user.load(Ordering::SeqCst)
+    }
+}
+
+pub struct ObservedStore {
+    pub inner: Arc<dyn UserStore>,
+    pub calls: Arc<Calls>,
+}
+
+#[async_trait]
+impl UserStore for ObservedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.inner.migrate().await
+    }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.inner.check_ready().await
+    }
+    fn pool_status(&self) -> PoolStatus {
+        self.inner.pool_status()
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    async fn get_or_insert_setting(
+        &self,
+        key: &str,
+        candidate: String,
+    ) -> Result<String, StoreError> {
+        self.inner.get_or_insert_setting(key, candidate).await
+    }
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        self.inner.create_user(user).await
+    }
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.calls.get_user.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_user(id).await
+    }
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, StoreError> {
+        self.inner.find_credentials_by_email(email).await
+    }
+    async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
+        self.inner.get_password_hash(id).await
+    }
+    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+        self.inner.update_user(id, changes).await
+    }
+    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        self.inner.delete_user(id).await
+    }
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.inner.count_users().await
+    }
+    async fn list_users(
+        &self,
+        query: &UserQuery,
+        known_total: Option<u64>,
+    ) -> Result<Page<User>, StoreError> {
+        self.inner.list_users(query, known_total).await
+    }
+    async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
+        self.calls.dashboard.fetch_add(1, Ordering::SeqCst);
+        // Long enough that concurrent requests overlap the load.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.inner.dashboard_stats(now).await
+    }
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        self.inner.insert_refresh_token(token).await
+    }
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RefreshTokenUse, StoreError> {
+        self.inner.use_refresh_token(token_hash, now).await
+    }
+    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.inner.revoke_refresh_family_of(token_hash).await
+    }
+    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
+        self.inner.revoke_user_refresh_tokens(user_id).await
+    }
+}
