@@ -8,7 +8,7 @@ use crate::{
     domain::{
         DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery, now_micros,
     },
-    store::{StoreError, UserStore},
+    store::{StoreError, UserChunks, UserStore},
 };
 
 pub struct Directory {
@@ -42,6 +42,27 @@ impl Directory {
             Err(_) => self.caches.invalidate_dashboard().await,
         }
         created
+    }
+
+    /// All or nothing, in one transaction.
+    pub async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        let created = self.store.create_users(users).await;
+        match &created {
+            Ok(users) => {
+                let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+                self.caches.invalidate_users(&ids).await;
+            }
+            Err(_) => self.caches.invalidate_dashboard().await,
+        }
+        created
+    }
+
+    pub async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
+        self.store.existing_emails(emails).await
+    }
+
+    pub fn export(&self, query: &UserQuery) -> UserChunks {
+        self.store.export_users(query)
     }
 
     pub async fn update(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {

@@ -152,11 +152,17 @@ impl ApiError {
     pub fn validation(errors: &[FieldError]) -> Self {
         let details = errors
             .iter()
-            .map(|e| json!({"field": e.field, "message": e.message}))
+            .map(|e| match e.index {
+                Some(index) => json!({"index": index, "field": e.field, "message": e.message}),
+                None => json!({"field": e.field, "message": e.message}),
+            })
             .collect();
         let summary = errors
             .iter()
-            .map(|e| format!("{} {}", e.field, e.message))
+            .map(|e| match e.index {
+                Some(index) => format!("[{index}] {} {}", e.field, e.message),
+                None => format!("{} {}", e.field, e.message),
+            })
             .collect::<Vec<_>>()
             .join("; ");
         Self::with_details(

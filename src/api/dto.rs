@@ -133,6 +133,28 @@ pub struct UserCreate {
     pub is_superuser: Option<bool>,
 }
 
+/// Users to create at once (1 to BULK_MAX_USERS).
+#[derive(Debug, Object)]
+pub struct BulkCreate {
+    pub users: Vec<UserCreate>,
+}
+
+#[derive(Debug, Object)]
+pub struct BulkCreated {
+    /// How many users were created.
+    pub created: u64,
+    /// The new users, in the order given.
+    pub items: Vec<UserOut>,
+}
+
+/// Export file formats.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
 /// Changes to any user (superuser only). Absent fields stay as they are; `full_name: null` clears it.
 #[derive(Debug, Object)]
 pub struct UserUpdate {

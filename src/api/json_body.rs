@@ -69,7 +69,14 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
                 let mut violations = Vec::new();
                 let mut registry = Registry::new();
                 T::register(&mut registry);
-                check_value(&registry, &T::schema_ref(), &value, "", &mut violations);
+                check_value(
+                    &registry,
+                    &T::schema_ref(),
+                    &value,
+                    "",
+                    None,
+                    &mut violations,
+                );
                 if violations.is_empty() {
                     violations.push(FieldError::new("body", err.into_message()));
                 }
@@ -97,17 +104,26 @@ fn join(path: &str, field: &str) -> String {
 }
 
 /// Walks `value` against `schema`, recording each missing field and each wrong JSON type.
+/// Inside the items of a top-level list (`{"users": [...]}`) fields are named relative to
+/// the item and carry its index, as bulk errors do.
 fn check_value(
     registry: &Registry,
     schema: &MetaSchemaRef,
     value: &Value,
     path: &str,
+    index: Option<usize>,
     out: &mut Vec<FieldError>,
 ) {
     let Some(schema) = resolve(registry, schema) else {
         return;
     };
-    let field = if path.is_empty() { "body" } else { path };
+    let push = |out: &mut Vec<FieldError>, field: &str, message: String| {
+        let error = FieldError::new(if field.is_empty() { "body" } else { field }, message);
+        out.push(match index {
+            Some(i) => error.at(i),
+            None => error,
+        });
+    };
     let type_ok = match (schema.ty, value) {
         (_, Value::Null) => true, // nullability is judged by the parent's `required`
         ("object", Value::Object(_))
@@ -125,30 +141,33 @@ fn check_value(
         } else {
             "a"
         };
-        out.push(FieldError::new(
-            field,
-            format!("must be {article} {}", schema.ty),
-        ));
+        push(out, path, format!("must be {article} {}", schema.ty));
         return;
     }
     match value {
         Value::Object(map) => {
             for (name, prop) in &schema.properties {
                 let required = schema.required.contains(name);
+                let field = join(path, name);
                 match map.get(*name) {
-                    None if required => out.push(FieldError::new(join(path, name), "is required")),
-                    Some(Value::Null) if required => {
-                        out.push(FieldError::new(join(path, name), "must not be null"))
-                    }
-                    Some(v) => check_value(registry, prop, v, &join(path, name), out),
+                    None if required => push(out, &field, "is required".into()),
+                    Some(Value::Null) if required => push(out, &field, "must not be null".into()),
+                    Some(v) => check_value(registry, prop, v, &field, index, out),
                     None => {}
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = &schema.items {
+                let top_level_list =
+                    index.is_none() && !path.is_empty() && !path.contains(['.', '[']);
                 for (i, item) in items.iter().enumerate() {
-                    check_value(registry, item_schema, item, &format!("{field}[{i}]"), out);
+                    if top_level_list {
+                        check_value(registry, item_schema, item, "", Some(i), out);
+                    } else {
+                        let item_path = format!("{path}[{i}]");
+                        check_value(registry, item_schema, item, &item_path, index, out);
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 mod auth;
 mod dashboard;
 pub mod dto;
+mod export;
 mod health;
 mod json_body;
 mod metrics;

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -12,15 +12,20 @@ use poem_openapi::{
 use super::{
     ApiTags, JsonBody,
     dto::{
-        MeUpdate, SortParam, UserCreate, UserOut, UserPage, UserUpdate, ValidChanges,
-        ValidUserCreate,
+        BulkCreate, BulkCreated, ExportFormat, MeUpdate, SortParam, UserCreate, UserOut, UserPage,
+        UserUpdate, ValidChanges, ValidUserCreate,
     },
+    export,
 };
 use crate::{
     auth::BearerAuth,
-    domain::{DEFAULT_PAGE_SIZE, NewUser, PageRequest, UserChanges, UserFilter, UserId, UserQuery},
+    domain::{
+        DEFAULT_PAGE_SIZE, FieldError, NewUser, PageRequest, UserChanges, UserFilter, UserId,
+        UserQuery,
+    },
     error::{ApiError, ApiResult, ErrorCode},
     state::AppState,
+    store::StoreError,
 };
 
 pub struct UsersApi;
@@ -55,6 +60,61 @@ pub enum Deleted {
     /// The user and their sessions are gone.
     #[oai(status = 204)]
     NoContent,
+}
+
+fn default_format() -> ExportFormat {
+    ExportFormat::Csv
+}
+
+/// The one reading of the list and export filters.
+fn user_filter(
+    is_active: Option<bool>,
+    is_superuser: Option<bool>,
+    search: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+) -> UserFilter {
+    UserFilter {
+        is_active,
+        is_superuser,
+        search: search.filter(|s| !s.is_empty()),
+        created_after,
+        created_before,
+    }
+}
+
+/// Emails of a batch that are taken: by an existing user, or by an earlier item.
+async fn taken_emails(state: &AppState, emails: &[String]) -> ApiResult<Vec<String>> {
+    let existing = state.directory.existing_emails(emails).await?;
+    let mut seen = HashSet::new();
+    let mut reported = HashSet::new();
+    let mut taken = Vec::new();
+    for email in emails {
+        let folded = email.to_lowercase();
+        let repeated = !seen.insert(folded.clone());
+        if (repeated || existing.contains(email)) && reported.insert(folded) {
+            taken.push(email.clone());
+        }
+    }
+    Ok(taken)
+}
+
+fn email_taken(emails: Vec<String>) -> ApiError {
+    ApiError::with_details(
+        ErrorCode::EmailTaken,
+        format!(
+            "{} email(s) of the batch are already taken; nothing was created.",
+            emails.len()
+        ),
+        serde_json::json!({ "emails": emails }),
+    )
+}
+
+#[derive(ApiResponse)]
+pub enum BulkResponse {
+    /// All users were created.
+    #[oai(status = 201)]
+    Created(Json<BulkCreated>),
 }
 
 fn default_page() -> u64 {
@@ -181,13 +241,13 @@ impl UsersApi {
         state.auth.authenticate_superuser(&auth).await?;
         let page = PageRequest::new(page.0, size.0).map_err(|e| ApiError::validation(&[e]))?;
         let query = UserQuery {
-            filter: UserFilter {
-                is_active: is_active.0,
-                is_superuser: is_superuser.0,
-                search: search.0.filter(|s| !s.is_empty()),
-                created_after: created_after.0,
-                created_before: created_before.0,
-            },
+            filter: user_filter(
+                is_active.0,
+                is_superuser.0,
+                search.0,
+                created_after.0,
+                created_before.0,
+            ),
             sort: sort.0.into(),
             page,
         };
@@ -207,6 +267,117 @@ impl UsersApi {
         state.auth.authenticate_superuser(&auth).await?;
         let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
         create_validated(&state, valid).await
+    }
+
+    /// Create users in bulk
+    ///
+    /// Superuser only. 1 to BULK_MAX_USERS users in one transaction: all are created or
+    /// none. Every invalid item is reported (422, `details` entries carry the item's
+    /// `index`) before any uniqueness check; then every email already taken or repeated in
+    /// the batch is reported (409 `email_taken`, `details.emails`).
+    #[oai(path = "/bulk", method = "post", operation_id = "bulk_create_users")]
+    async fn bulk(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: JsonBody<BulkCreate>,
+    ) -> ApiResult<BulkResponse> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let max = state.settings.bulk_max_users;
+        if body.users.is_empty() || body.users.len() > max {
+            return Err(ApiError::validation(&[FieldError::new(
+                "users",
+                format!("must hold 1 to {max} users (got {})", body.users.len()),
+            )]));
+        }
+        let mut violations = Vec::new();
+        let mut valid = Vec::with_capacity(body.users.len());
+        for (index, item) in body.users.iter().enumerate() {
+            match item.validate() {
+                Ok(v) => valid.push(v),
+                Err(errors) => violations.extend(errors.into_iter().map(|e| e.at(index))),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::validation(&violations));
+        }
+        let emails: Vec<String> = valid.iter().map(|v| v.email.as_str().to_string()).collect();
+        let taken = taken_emails(&state, &emails).await?;
+        if !taken.is_empty() {
+            return Err(email_taken(taken));
+        }
+        let passwords = valid
+            .iter()
+            .map(|v| v.password.expose().to_string())
+            .collect();
+        let hashes = state
+            .auth
+            .hasher()
+            .hash_many(passwords)
+            .await
+            .map_err(ApiError::internal)?;
+        let new_users = valid
+            .into_iter()
+            .zip(hashes)
+            .map(|(v, hashed_password)| NewUser {
+                email: v.email,
+                full_name: v.full_name,
+                hashed_password,
+                is_active: v.is_active,
+                is_superuser: v.is_superuser,
+                created_at: None,
+            })
+            .collect();
+        match state.directory.create_many(new_users).await {
+            Ok(users) => Ok(BulkResponse::Created(Json(BulkCreated {
+                created: users.len() as u64,
+                items: users.into_iter().map(UserOut::from).collect(),
+            }))),
+            // Someone took an email between the check and the insert.
+            Err(StoreError::EmailTaken) => Err(email_taken(taken_emails(&state, &emails).await?)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Export users
+    ///
+    /// Superuser only. Every user matching the same filters and sort as the list, streamed
+    /// as CSV (`text/csv`, header row, RFC 4180 quoting) or NDJSON (one User per line).
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/export", method = "get", operation_id = "export_users")]
+    async fn export(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// `csv` (default) or `ndjson`.
+        #[oai(default = "default_format")]
+        format: Query<ExportFormat>,
+        is_active: Query<Option<bool>>,
+        is_superuser: Query<Option<bool>>,
+        /// Literal substring of email or full name, case-insensitive.
+        search: Query<Option<String>>,
+        /// Created at or after this instant (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Created before this instant (RFC 3339).
+        created_before: Query<Option<DateTime<Utc>>>,
+        #[oai(default)] sort: Query<SortParam>,
+    ) -> ApiResult<export::ExportFile> {
+        state.auth.authenticate_superuser(&auth).await?;
+        let query = UserQuery {
+            filter: user_filter(
+                is_active.0,
+                is_superuser.0,
+                search.0,
+                created_after.0,
+                created_before.0,
+            ),
+            sort: sort.0.into(),
+            page: PageRequest::new(1, 1).map_err(|e| ApiError::validation(&[e]))?,
+        };
+        Ok(export::ExportFile::new(
+            state.directory.export(&query),
+            format.0,
+        ))
     }
 
     /// Get a user

@@ -36,6 +36,33 @@ impl PasswordHasher {
             .map_err(|e| format!("hashing task failed: {e}"))?
     }
 
+    /// Hashes many passwords on all cores at once, off the async executor; order is kept.
+    pub async fn hash_many(&self, passwords: Vec<String>) -> Result<Vec<String>, String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_task = passwords.len().div_ceil(cores).max(1);
+        let mut tasks = Vec::new();
+        let mut rest = passwords;
+        while !rest.is_empty() {
+            let tail = rest.split_off(per_task.min(rest.len()));
+            let chunk = std::mem::replace(&mut rest, tail);
+            let hasher = self.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                chunk
+                    .iter()
+                    .map(|p| hasher.hash_blocking(p))
+                    .collect::<Result<Vec<_>, _>>()
+            }));
+        }
+        let mut hashes = Vec::new();
+        for task in tasks {
+            hashes.extend(
+                task.await
+                    .map_err(|e| format!("hashing task failed: {e}"))??,
+            );
+        }
+        Ok(hashes)
+    }
+
     /// Whether `password` matches `phc`; a malformed stored hash never matches.
     pub async fn verify(&self, password: &str, phc: &str) -> bool {
         let argon2 = self.argon2();
@@ -72,5 +99,17 @@ mod tests {
         assert!(hasher.verify("correct horse", &hash).await);
         assert!(!hasher.verify("wrong horse", &hash).await);
         assert!(!hasher.verify("correct horse", "not a phc string").await);
+    }
+
+    #[tokio::test]
+    async fn many_hashes_keep_their_order() {
+        let hasher = cheap();
+        let passwords: Vec<String> = (0..7).map(|i| format!("password-{i}")).collect();
+        let hashes = hasher.hash_many(passwords.clone()).await.unwrap();
+        assert_eq!(hashes.len(), 7);
+        for (password, hash) in passwords.iter().zip(&hashes) {
+            assert!(hasher.verify(password, hash).await);
+        }
+        assert!(hasher.hash_many(Vec::new()).await.unwrap().is_empty());
     }
 }

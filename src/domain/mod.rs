@@ -16,6 +16,8 @@ pub use user::{DashboardStats, FullName, NewUser, User, UserChanges, UserId, now
 /// A rule broken by one field of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// Position of the item in a list input (bulk create), if any.
+    pub index: Option<usize>,
     pub field: String,
     pub message: String,
 }
@@ -23,8 +25,14 @@ pub struct FieldError {
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
+            index: None,
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    pub fn at(mut self, index: usize) -> Self {
+        self.index = Some(index);
+        self
     }
 }

@@ -21,6 +21,14 @@ use crate::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
 };
 
+/// Users in chunks of at most `EXPORT_CHUNK_ROWS`, then the end of the channel; an error
+/// ends the export.
+pub type UserChunks = tokio::sync::mpsc::Receiver<Result<Vec<User>, StoreError>>;
+
+pub const EXPORT_CHUNK_ROWS: usize = 500;
+/// Chunks produced ahead of the client: this bounds an export's memory.
+pub const EXPORT_CHUNKS_AHEAD: usize = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -98,6 +106,13 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<String, StoreError>;
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// All or nothing, in one transaction; users come back in input order.
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
+    /// Those of `emails` that some user already has, compared case-insensitively.
+    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Every user matching the query's filter, in its sort order (paging ignored),
+    /// produced in chunks as the receiver takes them.
+    fn export_users(&self, query: &UserQuery) -> UserChunks;
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn find_credentials_by_email(
         &self,

@@ -9,9 +9,13 @@ use sqlx::{
     postgres::{PgPoolOptions, PgRow},
 };
 
+use futures_util::TryStreamExt;
+use tracing::Instrument;
+
 use super::{
-    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
-    UserStore, dashboard_windows, like_pattern,
+    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
+    RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
+    like_pattern,
     migrations::{self, Migration},
 };
 use crate::domain::{
@@ -290,6 +294,77 @@ impl UserStore for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(user_from_row(&row)?)
+    }
+
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_micros();
+        let sql = AssertSqlSafe(format!(
+            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+        ));
+        let sql = sqlx::SqlSafeStr::into_sql_str(sql);
+        let mut created = Vec::with_capacity(users.len());
+        // One statement, prepared once on this connection and reused for every row.
+        for user in users {
+            let row = sqlx::query(sql.clone())
+                .bind(user.email.as_str().to_string())
+                .bind(user.full_name.map(|n| n.into_inner()))
+                .bind(user.hashed_password)
+                .bind(user.is_active)
+                .bind(user.is_superuser)
+                .bind(user.created_at.unwrap_or(now))
+                .fetch_one(&mut *tx)
+                .await?;
+            created.push(user_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT e FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)
+             WHERE EXISTS (SELECT 1 FROM users WHERE lower(email) COLLATE \"C\" = lower(e) COLLATE \"C\")
+             ORDER BY n",
+        )
+        .bind(emails)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    fn export_users(&self, query: &UserQuery) -> UserChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_AHEAD);
+        let pool = self.pool.clone();
+        let query = query.clone();
+        tokio::spawn(
+            async move {
+                let produce = async {
+                    let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+                    push_filter(&mut qb, &query);
+                    qb.push(order_sql(&query));
+                    let mut rows = qb.build().fetch(&pool);
+                    let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
+                    while let Some(row) = rows.try_next().await? {
+                        chunk.push(user_from_row(&row)?);
+                        if chunk.len() == EXPORT_CHUNK_ROWS
+                            && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
+                        {
+                            return Ok(()); // the client went away
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        let _ = tx.send(Ok(chunk)).await;
+                    }
+                    Ok::<_, StoreError>(())
+                };
+                if let Err(e) = produce.await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        rx
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {

@@ -12,8 +12,9 @@ use rusqlite::{
 };
 
 use super::{
-    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
-    UserStore, dashboard_windows, like_pattern,
+    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
+    RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
+    like_pattern,
     migrations::{self, Migration},
 };
 use crate::{
@@ -367,6 +368,89 @@ impl UserStore for SqliteStore {
             Ok(created)
         })
         .await
+    }
+
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = micros(now_micros());
+            let mut created = Vec::with_capacity(users.len());
+            {
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+                ))?;
+                for user in users {
+                    let created_at = user.created_at.map_or(now, micros);
+                    created.push(insert.query_row(
+                        params![
+                            user.email.as_str(),
+                            user.full_name.map(|n| n.into_inner()),
+                            user.hashed_password,
+                            user.is_active,
+                            user.is_superuser,
+                            created_at
+                        ],
+                        user_from_row,
+                    )?);
+                }
+            }
+            tx.commit()?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
+        let emails = serde_json::to_string(emails).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT j.value FROM json_each(?1) AS j
+                 WHERE EXISTS (SELECT 1 FROM users AS u WHERE lower(u.email) = lower(j.value))
+                 ORDER BY j.key",
+            )?;
+            let rows = stmt.query_map([emails], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    fn export_users(&self, query: &UserQuery) -> UserChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_AHEAD);
+        let pool = self.pool.clone();
+        let query = query.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let produce = || -> Result<(), StoreError> {
+                let conn = pool
+                    .get()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let (where_sql, values) = filter_sql(&query);
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {USER_COLUMNS} FROM users {where_sql} {}",
+                    order_sql(&query)
+                ))?;
+                let mut rows = stmt.query(params_from_iter(values))?;
+                let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
+                while let Some(row) = rows.next()? {
+                    chunk.push(user_from_row(row)?);
+                    if chunk.len() == EXPORT_CHUNK_ROWS
+                        && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                    {
+                        return Ok(()); // the client went away
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(e) = produce() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {

@@ -1,11 +1,13 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
 mod auth;
+mod bulk;
 mod cache;
 #[cfg(feature = "sqlite")]
 mod cli;
 mod dashboard;
 mod errors;
+mod export;
 mod health;
 mod helpers;
 mod lifecycle;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use roster::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
     store::{
-        MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserCredentials,
-        UserStore,
+        MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
+        UserCredentials, UserStore,
     },
 };
 
@@ -62,6 +62,15 @@ impl UserStore for ObservedStore {
     }
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.inner.create_user(user).await
+    }
+    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+        self.inner.create_users(users).await
+    }
+    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
+        self.inner.existing_emails(emails).await
+    }
+    fn export_users(&self, query: &UserQuery) -> UserChunks {
+        self.inner.export_users(query)
     }
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.calls.get_user.fetch_add(1, Ordering::SeqCst);
