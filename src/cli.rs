@@ -6,11 +6,12 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     api, app,
-    auth::AuthService,
+    auth::{AuthService, PasswordHasher},
     cache::Caches,
     config::Settings,
     directory::Directory,
     domain::{Email, Password},
+    seed::{self, SeedOptions},
     store, telemetry,
 };
 
@@ -43,6 +44,22 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Insert realistic TEST data fast (benchmarks, demos). Every seeded user gets the
+    /// password "seeded-password", from one hash computed once: never use on real data.
+    Seed {
+        /// How many users to insert.
+        #[arg(long)]
+        users: u64,
+        /// Share of superusers, in percent.
+        #[arg(long, default_value_t = 2.0)]
+        superusers_pct: f64,
+        /// Share of inactive users, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        inactive_pct: f64,
+        /// Spread creation times over this many days before now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 /// Runs the command; `Err` holds the message for stderr and means exit code 1.
@@ -73,6 +90,20 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => migrate(settings).await,
         Command::CreateSuperuser { email, password } => {
             create_superuser(settings, &email, password).await
+        }
+        Command::Seed {
+            users,
+            superusers_pct,
+            inactive_pct,
+            days,
+        } => {
+            let options = SeedOptions {
+                users,
+                superusers_pct,
+                inactive_pct,
+                days,
+            };
+            seed_users(settings, &options).await
         }
         Command::Openapi => Ok(()),
     }
@@ -139,6 +170,23 @@ async fn migrate(settings: Settings) -> Result<(), String> {
             report.applied, report.current_version
         );
     }
+    Ok(())
+}
+
+async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), String> {
+    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let hasher = PasswordHasher::new(&settings.argon2)?;
+    let (count, took) = seed::seed(store.as_ref(), &hasher, options).await?;
+    println!(
+        "Seeded {count} users in {:.1} s (password: {}).",
+        took.as_secs_f64(),
+        seed::SEED_PASSWORD
+    );
+    store.close().await;
     Ok(())
 }
 

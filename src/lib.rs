@@ -10,6 +10,7 @@ pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod middleware;
+pub mod seed;
 pub mod state;
 pub mod store;
 pub mod telemetry;

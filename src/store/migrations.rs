@@ -7,19 +7,33 @@ pub struct Migration {
 }
 
 #[cfg(feature = "sqlite")]
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search_and_sort",
+        sql: include_str!("../../migrations/sqlite/0002_search_and_sort.sql"),
+    },
+];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
     migrations.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 #[cfg(feature = "postgres")]
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search_and_sort",
+        sql: include_str!("../../migrations/postgres/0002_search_and_sort.sql"),
+    },
+];

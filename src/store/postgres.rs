@@ -297,28 +297,44 @@ impl UserStore for PostgresStore {
     }
 
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let now = now_micros();
-        let sql = AssertSqlSafe(format!(
-            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
-        ));
-        let sql = sqlx::SqlSafeStr::into_sql_str(sql);
-        let mut created = Vec::with_capacity(users.len());
-        // One statement, prepared once on this connection and reused for every row.
+        let mut emails = Vec::with_capacity(users.len());
+        let mut names = Vec::with_capacity(users.len());
+        let mut hashes = Vec::with_capacity(users.len());
+        let mut active = Vec::with_capacity(users.len());
+        let mut superuser = Vec::with_capacity(users.len());
+        let mut created_at = Vec::with_capacity(users.len());
         for user in users {
-            let row = sqlx::query(sql.clone())
-                .bind(user.email.as_str().to_string())
-                .bind(user.full_name.map(|n| n.into_inner()))
-                .bind(user.hashed_password)
-                .bind(user.is_active)
-                .bind(user.is_superuser)
-                .bind(user.created_at.unwrap_or(now))
-                .fetch_one(&mut *tx)
-                .await?;
-            created.push(user_from_row(&row)?);
+            emails.push(user.email.as_str().to_string());
+            names.push(user.full_name.map(|n| n.into_inner()));
+            hashes.push(user.hashed_password);
+            active.push(user.is_active);
+            superuser.push(user.is_superuser);
+            created_at.push(user.created_at.unwrap_or(now));
         }
-        tx.commit().await?;
+        // One set-wise statement (one round trip) instead of a row at a time; ids are
+        // drawn in input order, so sorting by id restores it.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             SELECT e, n, h, a, s, c, c
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[])
+                  WITH ORDINALITY AS t(e, n, h, a, s, c, i)
+             ORDER BY i
+             RETURNING {USER_COLUMNS}"
+        )))
+        .bind(emails)
+        .bind(names)
+        .bind(hashes)
+        .bind(active)
+        .bind(superuser)
+        .bind(created_at)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut created = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        created.sort_by_key(|u| u.id);
         Ok(created)
     }
 

@@ -277,3 +277,35 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The trigram index stays in step with the table.
+mod search_index {
+    use super::*;
+
+    backend_tests! {
+        async fn search_follows_every_kind_of_write(backend) {
+            let app = TestApp::spawn(backend).await;
+            let id = app.create_user("findme@example.com", "password-123", false).await["id"].as_i64().unwrap();
+            assert_eq!(emails(&list(&app, "search=findme").await), ["findme@example.com"]);
+            app.patch(&format!("/api/v1/users/{id}"), Some(app.admin()), serde_json::json!({"full_name": "Quixotic Name", "email": "moved@example.com"})).await;
+            assert_eq!(list(&app, "search=findme").await["total"], 0);
+            assert_eq!(emails(&list(&app, "search=quixotic").await), ["moved@example.com"]);
+            assert_eq!(emails(&list(&app, "search=moved@").await), ["moved@example.com"]);
+            let bulk: Vec<Value> = (0..3).map(|i| serde_json::json!({"email": format!("batch{i}@example.com"), "password": "password-123", "full_name": "Zebra Crossing"})).collect();
+            assert_eq!(app.post("/api/v1/users/bulk", Some(app.admin()), serde_json::json!({"users": bulk})).await.status, 201);
+            assert_eq!(list(&app, "search=zebra%20cross").await["total"], 3);
+            app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await;
+            assert_eq!(list(&app, "search=quixotic").await["total"], 0);
+            let single = app.create_user("after-bulk@example.com", "password-123", false).await;
+            assert_eq!(ids(&list(&app, "search=after-bulk").await), [single["id"].as_i64().unwrap()]);
+        }
+
+        async fn short_and_long_search_terms_agree_with_the_substring_rule(backend) {
+            let app = TestApp::spawn(backend).await;
+            five_users(&app).await;
+            for (term, expected) in [("a", 6), ("ad", 2), ("ada", 2), ("adam", 2), ("A.ADAMS", 1), ("@EXAMPLE.COM", 6), ("bob brown", 1), ("xyz", 0)] {
+                assert_eq!(list(&app, &format!("search={}", urlencode(term))).await["total"], expected, "{term}");
+            }
+        }
+    }
+}
