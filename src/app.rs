@@ -19,7 +19,8 @@ use crate::{
     directory::Directory,
     domain::{Email, NewUser, Password},
     error::ApiError,
-    middleware::Observe,
+    metrics::AppMetrics,
+    middleware::{BodyLimit, Observe, RateLimit, RateLimits, Timeout},
     state::AppState,
     store::{self, StoreError, UserStore},
 };
@@ -52,11 +53,15 @@ pub async fn build_state_with_store(
         .map_err(|e| format!("migration failed: {e}"))?;
     let directory = Arc::new(Directory::new(store.clone(), Caches::new(&settings)));
     let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
+    let rate_limits = Arc::new(RateLimits::new(&settings));
+    RateLimits::spawn_janitor(&rate_limits);
     let state = Arc::new(AppState {
         settings,
         store,
         directory,
         auth,
+        metrics: Arc::new(AppMetrics::new(&api::spec_json())),
+        rate_limits,
         started_at: Instant::now(),
     });
     let bootstrap = ensure_superuser(&state).await?;
@@ -121,18 +126,40 @@ pub async fn create_superuser(
 
 /// The whole HTTP application for `state`.
 pub fn build_endpoint(state: Arc<AppState>) -> impl Endpoint + 'static {
+    build_endpoint_with(state, Route::new())
+}
+
+/// The app with extra routes mounted inside every layer (tests add deliberately slow or
+/// panicking routes this way).
+pub fn build_endpoint_with(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static {
     let api = api::service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let settings = &state.settings;
     let observe = Observe {
-        trust_proxy_headers: state.settings.trust_proxy_headers,
-        slow_request: state.settings.slow_request,
+        trust_proxy_headers: settings.trust_proxy_headers,
+        slow_request: settings.slow_request,
+        metrics: state.metrics.clone(),
     };
-    Route::new()
+    let rate_limit = RateLimit {
+        limits: state.rate_limits.clone(),
+        metrics: state.metrics.clone(),
+        trust_proxy_headers: settings.trust_proxy_headers,
+    };
+    let timeout = Timeout {
+        limit: settings.request_timeout,
+    };
+    let body_limit = BodyLimit {
+        max_bytes: settings.max_body_bytes,
+    };
+    extra
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .nest("/", api)
         .data(state)
+        .with(body_limit)
+        .with(timeout)
+        .with(rate_limit)
         .with(
             CatchPanic::new()
                 .with_handler(|_| ApiError::internal("handler panicked").into_response()),

@@ -13,12 +13,25 @@ use crate::{
 
 pub struct Directory {
     store: Arc<dyn UserStore>,
-    caches: Caches,
+    caches: Arc<Caches>,
+}
+
+/// Runs a write and its cache invalidation to the end even if the request awaiting it is
+/// dropped (timeout, client gone): a committed write must never leave a stale entry.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| StoreError::Other(format!("write task failed: {e}")))?
 }
 
 impl Directory {
     pub fn new(store: Arc<dyn UserStore>, caches: Caches) -> Self {
-        Self { store, caches }
+        Self {
+            store,
+            caches: Arc::new(caches),
+        }
     }
 
     pub fn caches(&self) -> &Caches {
@@ -36,25 +49,33 @@ impl Directory {
     }
 
     pub async fn create(&self, user: NewUser) -> Result<User, StoreError> {
-        let created = self.store.create_user(user).await;
-        match &created {
-            Ok(user) => self.caches.invalidate_users(&[user.id]).await,
-            Err(_) => self.caches.invalidate_dashboard().await,
-        }
-        created
+        let (store, caches) = (self.store.clone(), self.caches.clone());
+        to_completion(async move {
+            let created = store.create_user(user).await;
+            match &created {
+                Ok(user) => caches.invalidate_users(&[user.id]).await,
+                Err(_) => caches.invalidate_dashboard().await,
+            }
+            created
+        })
+        .await
     }
 
     /// All or nothing, in one transaction.
     pub async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        let created = self.store.create_users(users).await;
-        match &created {
-            Ok(users) => {
-                let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
-                self.caches.invalidate_users(&ids).await;
+        let (store, caches) = (self.store.clone(), self.caches.clone());
+        to_completion(async move {
+            let created = store.create_users(users).await;
+            match &created {
+                Ok(users) => {
+                    let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+                    caches.invalidate_users(&ids).await;
+                }
+                Err(_) => caches.invalidate_dashboard().await,
             }
-            Err(_) => self.caches.invalidate_dashboard().await,
-        }
-        created
+            created
+        })
+        .await
     }
 
     pub async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
@@ -66,15 +87,23 @@ impl Directory {
     }
 
     pub async fn update(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
-        let updated = self.store.update_user(id, changes).await;
-        self.caches.invalidate_users(&[id]).await;
-        updated
+        let (store, caches) = (self.store.clone(), self.caches.clone());
+        to_completion(async move {
+            let updated = store.update_user(id, changes).await;
+            caches.invalidate_users(&[id]).await;
+            updated
+        })
+        .await
     }
 
     pub async fn delete(&self, id: UserId) -> Result<(), StoreError> {
-        let deleted = self.store.delete_user(id).await;
-        self.caches.invalidate_users(&[id]).await;
-        deleted
+        let (store, caches) = (self.store.clone(), self.caches.clone());
+        to_completion(async move {
+            let deleted = store.delete_user(id).await;
+            caches.invalidate_users(&[id]).await;
+            deleted
+        })
+        .await
     }
 
     /// A page of users. For the common filters (none, only `is_active`, only

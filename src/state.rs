@@ -2,12 +2,17 @@
 
 use std::{sync::Arc, time::Instant};
 
-use crate::{auth::AuthService, config::Settings, directory::Directory, store::UserStore};
+use crate::{
+    auth::AuthService, config::Settings, directory::Directory, metrics::AppMetrics,
+    middleware::RateLimits, store::UserStore,
+};
 
 pub struct AppState {
     pub settings: Settings,
     pub store: Arc<dyn UserStore>,
     pub directory: Arc<Directory>,
     pub auth: AuthService,
+    pub metrics: Arc<AppMetrics>,
+    pub rate_limits: Arc<RateLimits>,
     pub started_at: Instant,
 }

@@ -39,6 +39,8 @@ pub struct CacheCheck {
 pub struct RateLimiterCheck {
     /// `healthy`, or `disabled` when rate limiting is off.
     pub status: String,
+    /// Clients with live rate-limit state (idle ones are dropped).
+    pub tracked_clients: u64,
 }
 
 #[derive(Debug, Object)]
@@ -126,6 +128,7 @@ impl HealthApi {
         if let Err(error) = &db {
             tracing::warn!(%error, "health check: database unhealthy");
         }
+        state.metrics.set_health(db.is_ok());
         let report = HealthReport {
             status: if db.is_ok() { "healthy" } else { "unhealthy" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -142,7 +145,8 @@ impl HealthApi {
                 },
                 cache: cache_check(&state).await,
                 rate_limiter: RateLimiterCheck {
-                    status: enabled_status(state.settings.rate_limit_enabled),
+                    status: enabled_status(state.rate_limits.enabled()),
+                    tracked_clients: state.rate_limits.tracked_clients() as u64,
                 },
             },
         };

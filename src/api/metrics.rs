@@ -1,7 +1,10 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{
+    Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::ApiTags;
 use crate::{auth::BearerAuth, cache::CacheStats, error::ApiResult, state::AppState};
@@ -100,5 +103,24 @@ impl MetricsApi {
             dashboard: caches.dashboard_stats().await.into(),
             users: caches.user_stats().await.into(),
         }))
+    }
+
+    /// Prometheus metrics
+    ///
+    /// Text exposition format: `http_requests_total{method,route,status}`,
+    /// `http_request_duration_seconds` (histogram by route template), cache hits and
+    /// misses, pool gauges, `rate_limited_total`, `http_health_check_status`.
+    #[oai(path = "/metrics", method = "get", operation_id = "prometheus_metrics")]
+    async fn prometheus(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
+        let caches = state.directory.caches();
+        let cache_stats = [
+            ("dashboard", caches.dashboard_stats().await),
+            ("users", caches.user_stats().await),
+        ];
+        PlainText(state.metrics.render(
+            &state.store.pool_status(),
+            &cache_stats,
+            state.rate_limits.tracked_clients(),
+        ))
     }
 }

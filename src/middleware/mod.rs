@@ -1,8 +1,12 @@
 //! Layers every request passes through.
 
 mod client_ip;
+mod limits;
 mod observe;
+pub mod rate_limit;
 pub mod request_context;
 
 pub use client_ip::client_ip;
+pub use limits::{BodyLimit, Timeout, timeout_message};
 pub use observe::Observe;
+pub use rate_limit::{RateLimit, RateLimits};

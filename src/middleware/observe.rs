@@ -1,6 +1,9 @@
 //! The outermost layer: request id, error bodies for poem's own errors, and the access log.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
 use tracing::Instrument;
@@ -9,13 +12,14 @@ use super::{
     client_ip,
     request_context::{self, RequestContext, is_valid_request_id},
 };
-use crate::error::ApiError;
+use crate::{error::ApiError, metrics::AppMetrics};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub struct Observe {
     pub trust_proxy_headers: bool,
     pub slow_request: Duration,
+    pub metrics: Arc<AppMetrics>,
 }
 
 impl<E: Endpoint> Middleware<E> for Observe {
@@ -26,6 +30,7 @@ impl<E: Endpoint> Middleware<E> for Observe {
             inner,
             trust_proxy_headers: self.trust_proxy_headers,
             slow_request: self.slow_request,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -34,6 +39,7 @@ pub struct ObserveEndpoint<E> {
     inner: E,
     trust_proxy_headers: bool,
     slow_request: Duration,
+    metrics: Arc<AppMetrics>,
 }
 
 impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
@@ -76,6 +82,8 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let status_code = response.status().as_u16();
         let user_id = ctx.user_id();
+        self.metrics
+            .record_request(&method, &path, status_code, elapsed);
         let _entered = span.enter();
         if elapsed >= self.slow_request {
             tracing::warn!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "slow request");

@@ -55,12 +55,13 @@ impl From<sqlx::Error> for StoreError {
                 if code == "23505" && db.constraint() == Some(EMAIL_UNIQUE_INDEX) {
                     return StoreError::EmailTaken;
                 }
-                // Connection exceptions, shutdown, missing database, too many connections.
-                if code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code == "3D000"
-                    || code == "53300"
-                {
+                // Connection exceptions, refused or lost sessions (shutdown, database not
+                // accepting connections or gone, failed authentication), too many connections.
+                let unavailable = ["08", "57P", "28"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || ["3D000", "53300", "55000"].contains(&code.as_ref());
+                if unavailable {
                     return StoreError::Unavailable(err.to_string());
                 }
                 StoreError::Other(err.to_string())

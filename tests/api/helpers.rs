@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use poem::Route;
 use reqwest::{Method, header::HeaderMap};
 use roster::{
     app::{self, BootstrapAdmin},
@@ -125,6 +126,7 @@ pub struct TestApp {
     vars: HashMap<String, String>,
     admin_token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -238,12 +240,22 @@ impl TestApp {
         overrides: &[(&str, &str)],
         wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
     ) -> Self {
+        Self::spawn_custom(backend, overrides, wrap, Route::new()).await
+    }
+
+    /// The most general form: wrapped store and extra routes inside every middleware layer.
+    pub async fn spawn_custom(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
+        extra_routes: Route,
+    ) -> Self {
         let mut vars = default_vars();
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());
         }
         let database = TestDatabase::fresh(backend).await;
-        Self::start_wrapped(backend, database, vars, wrap).await
+        Self::start_custom(backend, database, vars, wrap, extra_routes).await
     }
 
     async fn start(
@@ -251,14 +263,15 @@ impl TestApp {
         database: Arc<TestDatabase>,
         vars: HashMap<String, String>,
     ) -> Self {
-        Self::start_wrapped(backend, database, vars, |store| store).await
+        Self::start_custom(backend, database, vars, |store| store, Route::new()).await
     }
 
-    async fn start_wrapped(
+    async fn start_custom(
         backend: Backend,
         database: Arc<TestDatabase>,
         mut vars: HashMap<String, String>,
         wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
+        extra_routes: Route,
     ) -> Self {
         vars.insert("DATABASE_URL".into(), database.url.clone());
         let settings = Settings::from_map(&vars).expect("test settings are valid");
@@ -273,8 +286,8 @@ impl TestApp {
             .expect("bind");
         let addr = app::local_addr(&acceptor).expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let endpoint = app::build_endpoint(state.clone());
-        tokio::spawn(async move {
+        let endpoint = app::build_endpoint_with(state.clone(), extra_routes);
+        let server = tokio::spawn(async move {
             let _ = app::serve(
                 acceptor,
                 endpoint,
@@ -299,6 +312,7 @@ impl TestApp {
             vars,
             admin_token: None,
             shutdown: Some(tx),
+            server: Some(server),
         };
         if app.vars.contains_key("FIRST_SUPERUSER_EMAIL") {
             app.admin_token = Some(
@@ -309,6 +323,14 @@ impl TestApp {
             );
         }
         app
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does; returns the server task to await.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().expect("the server is running")
     }
 
     pub fn admin(&self) -> &str {

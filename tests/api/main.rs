@@ -13,6 +13,9 @@ mod helpers;
 mod lifecycle;
 mod observed_store;
 mod openapi;
+mod operations;
+#[cfg(feature = "sqlite")]
+mod process;
 mod users;
 mod users_list;
 

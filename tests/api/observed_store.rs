@@ -1,8 +1,11 @@
 //! A store wrapper that counts the calls tests care about, delegating everything.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -15,13 +18,38 @@ use roster::{
     },
 };
 
+/// Counts calls, and can slow down or break the store on demand.
 #[derive(Default)]
 pub struct Calls {
     pub dashboard: AtomicUsize,
     pub get_user: AtomicUsize,
+    /// Extra latency of the dashboard query, in ms (default 50, so concurrent requests overlap).
+    pub dashboard_delay_ms: AtomicU64,
+    /// Latency added before an update reaches the database, in ms.
+    pub update_delay_ms: AtomicU64,
+    /// While set, every call answers "database unavailable".
+    pub broken: AtomicBool,
 }
 
 impl Calls {
+    pub fn slow_dashboard(ms: u64) -> Self {
+        let calls = Self::default();
+        calls.dashboard_delay_ms.store(ms, Ordering::SeqCst);
+        calls
+    }
+
+    pub fn set_broken(&self, broken: bool) {
+        self.broken.store(broken, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("injected fault".into()))
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn dashboard(&self) -> usize {
         self.dashboard.load(Ordering::SeqCst)
     }
@@ -45,6 +73,7 @@ impl UserStore for ObservedStore {
         self.inner.migrate().await
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
+        self.calls.check()?;
         self.inner.check_ready().await
     }
     fn pool_status(&self) -> PoolStatus {
@@ -74,6 +103,7 @@ impl UserStore for ObservedStore {
     }
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.calls.get_user.fetch_add(1, Ordering::SeqCst);
+        self.calls.check()?;
         self.inner.get_user(id).await
     }
     async fn find_credentials_by_email(
@@ -86,6 +116,8 @@ impl UserStore for ObservedStore {
         self.inner.get_password_hash(id).await
     }
     async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+        let delay = self.calls.update_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.update_user(id, changes).await
     }
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
@@ -103,8 +135,12 @@ impl UserStore for ObservedStore {
     }
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
         self.calls.dashboard.fetch_add(1, Ordering::SeqCst);
-        // Long enough that concurrent requests overlap the load.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.calls.check()?;
+        let delay = match self.calls.dashboard_delay_ms.load(Ordering::SeqCst) {
+            0 => 50,
+            ms => ms,
+        };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.dashboard_stats(now).await
     }
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
