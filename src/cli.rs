@@ -11,6 +11,7 @@ use crate::{
     config::Settings,
     directory::Directory,
     domain::{Email, Password},
+    healthcheck,
     seed::{self, SeedOptions},
     store, telemetry,
 };
@@ -44,6 +45,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Exit 0 if a running server answers 200 on /health/ready, 1 otherwise (for Docker).
+    Healthcheck {
+        /// Default: /health/ready on BIND_ADDR (a wildcard address is probed on loopback).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Insert realistic TEST data fast (benchmarks, demos). Every seeded user gets the
     /// password "seeded-password", from one hash computed once: never use on real data.
     Seed {
@@ -76,6 +83,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     if let Some(bind) = cli.bind {
         overrides.insert("BIND_ADDR", bind);
     }
+    if let Command::Healthcheck { url: Some(url) } = &command {
+        return probe(url);
+    }
     let _ = dotenvy::dotenv();
     let settings = Settings::from_lookup(&|name| {
         overrides
@@ -84,6 +94,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             .or_else(|| std::env::var(name).ok())
     })
     .map_err(|errors| format!("invalid configuration:\n{errors}"))?;
+    if let Command::Healthcheck { .. } = command {
+        return probe(&healthcheck::default_url(settings.bind_addr));
+    }
     telemetry::init(settings.log_format);
     match command {
         Command::Serve => serve(settings).await,
@@ -105,8 +118,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             seed_users(settings, &options).await
         }
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::Healthcheck { .. } => Ok(()),
     }
+}
+
+fn probe(url: &str) -> Result<(), String> {
+    healthcheck::check(url).map_err(|reason| format!("unhealthy: {reason}"))?;
+    println!("ready: {url} answered 200");
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {

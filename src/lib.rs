@@ -9,6 +9,7 @@ pub mod config;
 pub mod directory;
 pub mod domain;
 pub mod error;
+pub mod healthcheck;
 pub mod metrics;
 pub mod middleware;
 pub mod seed;

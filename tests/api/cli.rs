@@ -184,3 +184,77 @@ fn serve_on_an_empty_database_prints_the_bootstrap_admin_once() {
     assert_eq!(email.as_deref(), Some("admin@example.com"));
     assert!(password.is_some_and(|p| p.len() >= 16));
 }
+
+#[test]
+fn help_lists_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = roster(dir.path(), "sqlite::memory:", &["--help"]);
+    assert!(out.status.success());
+    let help = stdout(&out);
+    for command in [
+        "serve",
+        "migrate",
+        "create-superuser",
+        "seed",
+        "openapi",
+        "healthcheck",
+    ] {
+        assert!(help.contains(command), "--help lacks {command}: {help}");
+    }
+    let seed_help = stdout(&roster(dir.path(), "sqlite::memory:", &["seed", "--help"]));
+    assert!(seed_help.contains("TEST data"), "{seed_help}");
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_for_a_ready_server_and_1_otherwise() {
+    let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let url = app.url("/health/ready");
+    let dir = tempfile::tempdir().unwrap();
+    let ok = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let url = url.clone();
+        move || roster(&dir, "sqlite::memory:", &["healthcheck", "--url", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("answered 200"));
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let by_bind = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_roster"))
+                .arg("healthcheck")
+                .current_dir(&dir)
+                .env_clear()
+                .env("BIND_ADDR", format!("0.0.0.0:{port}"))
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_bind.status.code(), Some(0), "{}", stderr(&by_bind));
+    let down = roster(
+        dir.path(),
+        "sqlite::memory:",
+        &["healthcheck", "--url", "http://127.0.0.1:1/health/ready"],
+    );
+    assert_eq!(down.status.code(), Some(1));
+    let reason = stderr(&down);
+    assert_eq!(reason.lines().count(), 1, "{reason}");
+    assert!(reason.contains("unhealthy: cannot connect"), "{reason}");
+    let nope = app.url("/nope");
+    let dir_path = dir.path().to_path_buf();
+    let not_ready = tokio::task::spawn_blocking(move || {
+        roster(
+            &dir_path,
+            "sqlite::memory:",
+            &["healthcheck", "--url", &nope],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(not_ready.status.code(), Some(1));
+    assert!(stderr(&not_ready).contains("answered 404"));
+}

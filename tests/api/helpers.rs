@@ -19,6 +19,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-1";
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub enum Backend {
     Sqlite,
     Postgres,
