@@ -32,6 +32,7 @@ pub struct BootstrapAdmin {
 }
 
 pub const BOOTSTRAP_ADMIN_EMAIL: &str = "admin@example.com";
+const LISTENER_START_WAIT: Duration = Duration::from_secs(5);
 
 /// Connects the store, applies migrations, loads the signing key and makes sure a
 /// superuser exists.
@@ -52,6 +53,9 @@ pub async fn build_state_with_store(
         .await
         .map_err(|e| format!("migration failed: {e}"))?;
     let directory = Arc::new(Directory::new(store.clone(), Caches::new(&settings)));
+    if !directory.wait_for_listener(LISTENER_START_WAIT).await {
+        tracing::warn!("cache invalidation listener not connected yet; serving, it keeps retrying");
+    }
     let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
     let rate_limits = Arc::new(RateLimits::new(&settings));
     RateLimits::spawn_janitor(&rate_limits);

@@ -234,6 +234,32 @@ impl Caches {
         self.dashboard.invalidate(&old).await;
     }
 
+    /// Makes entries unreachable at once, without waiting on the caches: for invalidations
+    /// from other instances, delivered on a listener task. The old entries expire by TTL.
+    pub fn forget_users(&self, ids: &[UserId]) {
+        for &id in ids {
+            self.user_stripe(id).fetch_add(1, Ordering::AcqRel);
+        }
+        self.forget_dashboard();
+    }
+
+    pub fn forget_dashboard(&self) {
+        self.dashboard_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn forget_everything(&self) {
+        for generation in self.user_generations.iter() {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.forget_dashboard();
+        if let Some(cache) = &self.users.cache {
+            cache.invalidate_all();
+        }
+        if let Some(cache) = &self.dashboard.cache {
+            cache.invalidate_all();
+        }
+    }
+
     pub async fn dashboard_stats(&self) -> CacheStats {
         self.dashboard.stats().await
     }

@@ -8,12 +8,14 @@ use crate::{
     domain::{
         DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery, now_micros,
     },
-    store::{StoreError, UserChunks, UserStore},
+    store::{Invalidation, InvalidationHandler, ListenerHealth, StoreError, UserChunks, UserStore},
 };
 
 pub struct Directory {
     store: Arc<dyn UserStore>,
     caches: Arc<Caches>,
+    /// Set when other instances' writes reach this one's caches (PostgreSQL).
+    listener: Option<Arc<ListenerHealth>>,
 }
 
 /// Runs a write and its cache invalidation to the end even if the request awaiting it is
@@ -28,10 +30,48 @@ async fn to_completion<T: Send + 'static>(
 
 impl Directory {
     pub fn new(store: Arc<dyn UserStore>, caches: Caches) -> Self {
+        let caches = Arc::new(caches);
+        let listener = caches.enabled().then(|| {
+            let weak = Arc::downgrade(&caches);
+            let handler: InvalidationHandler = Arc::new(move |event| {
+                let Some(caches) = weak.upgrade() else {
+                    return false;
+                };
+                match event {
+                    Invalidation::Users(ids) => caches.forget_users(&ids),
+                    Invalidation::Dashboard => caches.forget_dashboard(),
+                    Invalidation::Everything => caches.forget_everything(),
+                }
+                true
+            });
+            store.listen_for_invalidations(handler)
+        });
         Self {
             store,
-            caches: Arc::new(caches),
+            caches,
+            listener: listener.flatten(),
         }
+    }
+
+    /// Waits (up to `limit`) for the invalidation listener, so an instance starts serving
+    /// cached reads only once other instances' writes reach it.
+    pub async fn wait_for_listener(&self, limit: std::time::Duration) -> bool {
+        let Some(listener) = &self.listener else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while !listener.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// `None` when no listener is needed (SQLite, or caching off); else whether it is connected.
+    pub fn listener_connected(&self) -> Option<bool> {
+        self.listener.as_ref().map(|l| l.is_connected())
     }
 
     pub fn caches(&self) -> &Caches {

@@ -28,11 +28,15 @@ pub struct DatabaseCheck {
 
 #[derive(Debug, Object)]
 pub struct CacheCheck {
-    /// `healthy`, or `disabled` when caching is off.
+    /// `healthy`; `disabled` when caching is off; `degraded` while the cross-instance
+    /// invalidation listener (PostgreSQL) is reconnecting.
     pub status: String,
     pub entries: u64,
     /// Hits over lookups, 0 to 1 (0 before any lookup).
     pub hit_rate: f64,
+    /// `listening` (PostgreSQL: other instances' writes invalidate this one's caches),
+    /// `reconnecting`, or `local` (one process owns the data, or caching is off).
+    pub invalidation: String,
 }
 
 #[derive(Debug, Object)]
@@ -105,10 +109,21 @@ async fn cache_check(state: &AppState) -> CacheCheck {
         .dashboard_stats()
         .await
         .combine(caches.user_stats().await);
+    let listener = state.directory.listener_connected();
+    let status = match listener {
+        Some(false) => "degraded".to_string(),
+        _ => enabled_status(caches.enabled()),
+    };
+    let invalidation = match listener {
+        Some(true) => "listening",
+        Some(false) => "reconnecting",
+        None => "local",
+    };
     CacheCheck {
-        status: enabled_status(caches.enabled()),
+        status,
         entries: stats.entries,
         hit_rate: stats.hit_rate(),
+        invalidation: invalidation.into(),
     }
 }
 
@@ -129,8 +144,14 @@ impl HealthApi {
             tracing::warn!(%error, "health check: database unhealthy");
         }
         state.metrics.set_health(db.is_ok());
+        let cache = cache_check(&state).await;
+        let overall = match (&db, cache.status.as_str()) {
+            (Err(_), _) => "unhealthy",
+            (Ok(()), "degraded") => "degraded",
+            (Ok(()), _) => "healthy",
+        };
         let report = HealthReport {
-            status: if db.is_ok() { "healthy" } else { "unhealthy" }.into(),
+            status: overall.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: state.started_at.elapsed().as_secs_f64(),
             checks: HealthChecks {
@@ -143,7 +164,7 @@ impl HealthApi {
                         .err()
                         .map(|_| "database check failed".to_string()),
                 },
-                cache: cache_check(&state).await,
+                cache,
                 rate_limiter: RateLimiterCheck {
                     status: enabled_status(state.rate_limits.enabled()),
                     tracked_clients: state.rate_limits.tracked_clients() as u64,

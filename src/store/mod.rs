@@ -21,6 +21,35 @@ use crate::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
 };
 
+/// What another instance's committed write made stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Users(Vec<UserId>),
+    Dashboard,
+    /// Notifications may have been missed (the listener reconnected): drop everything.
+    Everything,
+}
+
+/// Receives invalidations; returns false once nobody needs them any more.
+pub type InvalidationHandler = Arc<dyn Fn(Invalidation) -> bool + Send + Sync>;
+
+/// Whether a backend's invalidation listener is connected right now.
+#[derive(Debug, Default)]
+pub struct ListenerHealth {
+    connected: std::sync::atomic::AtomicBool,
+}
+
+impl ListenerHealth {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected
+            .store(connected, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Users in chunks of at most `EXPORT_CHUNK_ROWS`, then the end of the channel; an error
 /// ends the export.
 pub type UserChunks = tokio::sync::mpsc::Receiver<Result<Vec<User>, StoreError>>;
@@ -97,6 +126,14 @@ pub trait UserStore: Send + Sync + 'static {
     fn pool_status(&self) -> PoolStatus;
     /// Closes the pool's connections; called once at shutdown.
     async fn close(&self) {}
+    /// Starts delivering other instances' invalidations to `handler`, for backends shared
+    /// by several processes. `None`: this backend has one process only (SQLite).
+    fn listen_for_invalidations(
+        &self,
+        _handler: InvalidationHandler,
+    ) -> Option<Arc<ListenerHealth>> {
+        None
+    }
 
     /// Returns the stored value for `key`, storing `candidate` first if there is none.
     async fn get_or_insert_setting(

@@ -1,21 +1,20 @@
 //! The production backend: sqlx on PostgreSQL.
 
-use std::time::Duration;
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::{
     AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row,
-    postgres::{PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
 };
-
-use futures_util::TryStreamExt;
 use tracing::Instrument;
 
 use super::{
-    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
-    RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
-    like_pattern,
+    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, Invalidation, InvalidationHandler, ListenerHealth,
+    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
+    UserCredentials, UserStore, dashboard_windows, like_pattern,
     migrations::{self, Migration},
 };
 use crate::domain::{
@@ -29,10 +28,18 @@ const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
 /// that could remove the last active superuser.
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_0001;
 const SUPERUSER_LOCK: i64 = 0x526f_7374_6572_0002;
+const INVALIDATION_CHANNEL: &str = "roster_cache";
+/// PostgreSQL caps NOTIFY payloads at 8000 bytes; longer lists become "everything".
+const MAX_NOTIFY_PAYLOAD: usize = 7_900;
+const LISTENER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const LISTENER_APPLICATION_NAME: &str = "roster-cache-listener";
 
 pub struct PostgresStore {
     pool: PgPool,
     pool_size: u32,
+    /// One connection for LISTEN, apart from the request pool.
+    listener_pool: PgPool,
 }
 
 impl PostgresStore {
@@ -43,7 +50,18 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        Ok(Self { pool, pool_size })
+        let listener_options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
+            .application_name(LISTENER_APPLICATION_NAME);
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(listener_options);
+        Ok(Self {
+            pool,
+            pool_size,
+            listener_pool,
+        })
     }
 }
 
@@ -170,6 +188,87 @@ async fn ensure_active_superuser_remains(tx: &mut sqlx::PgConnection) -> Result<
     }
 }
 
+/// Tells every instance which users a write touched. Sent inside the write's transaction:
+/// PostgreSQL delivers it at commit, and never for a rolled-back write.
+async fn notify_users(tx: &mut sqlx::PgConnection, ids: &[UserId]) -> Result<(), StoreError> {
+    let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let mut payload = format!("users:{}", list.join(","));
+    if payload.len() > MAX_NOTIFY_PAYLOAD {
+        payload = "everything".into();
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INVALIDATION_CHANNEL)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+fn parse_invalidation(payload: &str) -> Invalidation {
+    match payload.strip_prefix("users:") {
+        Some(ids) => {
+            let parsed: Result<Vec<UserId>, _> = ids
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::parse)
+                .collect();
+            parsed.map_or(Invalidation::Everything, Invalidation::Users)
+        }
+        None if payload == "dashboard" => Invalidation::Dashboard,
+        None => Invalidation::Everything,
+    }
+}
+
+/// Keeps one LISTEN connection open for as long as `handler` wants events, reconnecting
+/// with backoff; every (re)connection first drops all caches, since notifications sent
+/// while disconnected are lost.
+async fn run_listener(pool: PgPool, handler: InvalidationHandler, health: Arc<ListenerHealth>) {
+    let mut backoff = LISTENER_BACKOFF_MIN;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(INVALIDATION_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                health.set_connected(true);
+                backoff = LISTENER_BACKOFF_MIN;
+                if !handler(Invalidation::Everything) {
+                    return;
+                }
+                tracing::info!("cache invalidation listener connected");
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            if !handler(parse_invalidation(notification.payload())) {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cache invalidation listener failed");
+                            break;
+                        }
+                    }
+                }
+                health.set_connected(false);
+                tracing::warn!("cache invalidation listener disconnected; reconnecting");
+                if !handler(Invalidation::Everything) {
+                    return;
+                }
+            }
+            Err(e) => {
+                health.set_connected(false);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cache invalidation listener cannot connect");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LISTENER_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
     let filter = &query.filter;
     let mut sep = " WHERE ";
@@ -244,6 +343,20 @@ impl UserStore for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.listener_pool.close().await;
+    }
+
+    fn listen_for_invalidations(
+        &self,
+        handler: InvalidationHandler,
+    ) -> Option<Arc<ListenerHealth>> {
+        let health = Arc::new(ListenerHealth::default());
+        tokio::spawn(run_listener(
+            self.listener_pool.clone(),
+            handler,
+            health.clone(),
+        ));
+        Some(health)
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -282,6 +395,7 @@ impl UserStore for PostgresStore {
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         let created_at = user.created_at.unwrap_or_else(now_micros);
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
@@ -292,9 +406,12 @@ impl UserStore for PostgresStore {
         .bind(user.is_active)
         .bind(user.is_superuser)
         .bind(created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(user_from_row(&row)?)
+        let user = user_from_row(&row)?;
+        notify_users(&mut tx, &[user.id]).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
@@ -315,6 +432,7 @@ impl UserStore for PostgresStore {
         }
         // One set-wise statement (one round trip) instead of a row at a time; ids are
         // drawn in input order, so sorting by id restores it.
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
              SELECT e, n, h, a, s, c, c
@@ -329,13 +447,16 @@ impl UserStore for PostgresStore {
         .bind(active)
         .bind(superuser)
         .bind(created_at)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut created = rows
             .iter()
             .map(user_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         created.sort_by_key(|u| u.id);
+        let ids: Vec<UserId> = created.iter().map(|u| u.id).collect();
+        notify_users(&mut tx, &ids).await?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -467,6 +588,7 @@ impl UserStore for PostgresStore {
         if was_active_superuser && !(user.is_active && user.is_superuser) {
             ensure_active_superuser_remains(&mut tx).await?;
         }
+        notify_users(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -484,6 +606,7 @@ impl UserStore for PostgresStore {
         if was_active_superuser {
             ensure_active_superuser_remains(&mut tx).await?;
         }
+        notify_users(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(())
     }

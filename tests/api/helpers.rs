@@ -474,3 +474,108 @@ macro_rules! backend_tests {
     };
 }
 pub(crate) use backend_tests;
+
+/// A `roster serve` process of the built binary, its JSON log read line by line.
+pub struct RosterProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    pub base: String,
+}
+
+impl RosterProcess {
+    /// Starts on a random port with cheap hashing and JSON logs; `env` adds or overrides.
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.current_dir(dir)
+            .env_clear()
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("ARGON2_MEMORY_KIB", "8")
+            .env("ARGON2_ITERATIONS", "1")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("roster starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            base: String::new(),
+        };
+        let listening = process.wait_for(|v| {
+            v["message"] == "roster listening" || v["fields"]["message"] == "roster listening"
+        });
+        let addr = listening
+            .get("addr")
+            .or_else(|| listening["fields"].get("addr"))
+            .and_then(Value::as_str)
+            .expect("addr");
+        process.base = format!("http://{addr}");
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The next JSON log line matching `pred` (every line read is kept in `seen`).
+    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a log line in time");
+            self.seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && pred(&v)
+            {
+                return v;
+            }
+        }
+    }
+
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            self.seen.push(line);
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 5 s) for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("roster did not stop within 5 s of SIGTERM");
+    }
+}
+
+impl Drop for RosterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -10,6 +10,7 @@ mod errors;
 mod export;
 mod health;
 mod helpers;
+mod instances;
 mod lifecycle;
 mod observed_store;
 mod openapi;

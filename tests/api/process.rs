@@ -1,116 +1,26 @@
 //! The real binary's logs and signal handling.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
-
 use serde_json::{Value, json};
+
+use crate::helpers::RosterProcess;
 
 const PASSWORD: &str = "very-secret-admin-pw";
 const JWT_SECRET: &str = "jwt-secret-that-must-never-be-logged-0123";
 
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    base: String,
-}
+struct Server;
 
 impl Server {
-    fn start(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
-        cmd.current_dir(dir.path())
-            .env_clear()
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("p.db").display()),
-            )
-            .env("BIND_ADDR", "127.0.0.1:0")
-            .env("ARGON2_MEMORY_KIB", "8")
-            .env("ARGON2_ITERATIONS", "1")
-            .env("FIRST_SUPERUSER_EMAIL", "root@example.com")
-            .env("FIRST_SUPERUSER_PASSWORD", PASSWORD)
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            base: String::new(),
-        };
-        let listening = server.wait_for(|v| {
-            v["fields"]["message"] == "roster listening" || v["message"] == "roster listening"
-        });
-        let addr = listening
-            .get("addr")
-            .or_else(|| listening["fields"].get("addr"))
-            .and_then(Value::as_str)
-            .unwrap()
-            .to_string();
-        server.base = format!("http://{addr}");
-        server
-    }
-
-    /// The next JSON log line matching `pred` (all lines read are kept in `seen`).
-    fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("a log line in time");
-            self.seen.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && pred(&v)
-            {
-                return v;
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
-            self.seen.push(line);
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("roster did not stop within 5 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> RosterProcess {
+        let db = format!("sqlite://{}", dir.path().join("p.db").display());
+        let mut env = vec![
+            ("DATABASE_URL", db.as_str()),
+            ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+            ("FIRST_SUPERUSER_PASSWORD", PASSWORD),
+            ("JWT_SECRET", JWT_SECRET),
+            ("RUST_LOG", "trace"),
+        ];
+        env.extend_from_slice(extra);
+        RosterProcess::start(dir.path(), &env)
     }
 }
 
