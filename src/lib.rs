@@ -16,3 +16,6 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod properties;
