@@ -21,6 +21,7 @@ use crate::{
     error::ApiError,
     metrics::AppMetrics,
     middleware::{BodyLimit, Observe, RateLimit, RateLimits, Timeout},
+    routes::RouteTable,
     state::AppState,
     store::{self, StoreError, UserStore},
 };
@@ -57,6 +58,7 @@ pub async fn build_state_with_store(
         tracing::warn!("cache invalidation listener not connected yet; serving, it keeps retrying");
     }
     let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
+    let routes = Arc::new(RouteTable::from_spec(&api::spec_json()));
     let rate_limits = Arc::new(RateLimits::new(&settings));
     RateLimits::spawn_janitor(&rate_limits);
     let state = Arc::new(AppState {
@@ -64,7 +66,8 @@ pub async fn build_state_with_store(
         store,
         directory,
         auth,
-        metrics: Arc::new(AppMetrics::new(&api::spec_json())),
+        metrics: Arc::new(AppMetrics::new(routes.clone())),
+        routes,
         rate_limits,
         started_at: Instant::now(),
     });
@@ -144,6 +147,7 @@ pub fn build_endpoint_with(state: Arc<AppState>, extra: Route) -> impl Endpoint 
         trust_proxy_headers: settings.trust_proxy_headers,
         slow_request: settings.slow_request,
         metrics: state.metrics.clone(),
+        routes: state.routes.clone(),
     };
     let rate_limit = RateLimit {
         limits: state.rate_limits.clone(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod metrics;
 pub mod middleware;
+pub mod routes;
 pub mod seed;
 pub mod state;
 pub mod store;

@@ -8,7 +8,9 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::{cache::CacheStats, store::PoolStatus};
+use std::sync::Arc;
+
+use crate::{cache::CacheStats, routes::RouteTable, store::PoolStatus};
 
 static METADATA: Metadata<'static> = Metadata::new("roster", Level::INFO, Some(module_path!()));
 
@@ -16,85 +18,10 @@ const DURATION_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Request paths reduced to the route templates of the API, so ids never become labels.
-struct RouteTemplates(Vec<Vec<Segment>>);
-
-enum Segment {
-    Literal(String),
-    Param,
-}
-
-impl RouteTemplates {
-    fn from_spec(spec: &str) -> Self {
-        let paths = serde_json::from_str::<serde_json::Value>(spec)
-            .ok()
-            .and_then(|v| {
-                v.get("paths")
-                    .and_then(|p| p.as_object())
-                    .map(|p| p.keys().cloned().collect::<Vec<_>>())
-            })
-            .unwrap_or_default();
-        let templates = paths
-            .iter()
-            .map(|path| {
-                path.split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        if s.starts_with('{') {
-                            Segment::Param
-                        } else {
-                            Segment::Literal(s.to_string())
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        Self(templates)
-    }
-
-    fn template_of(&self, path: &str) -> String {
-        if path == "/docs" || path.starts_with("/docs/") {
-            return "/docs".into();
-        }
-        if path == "/openapi.json" {
-            return path.into();
-        }
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let mut best: Option<(&Vec<Segment>, usize)> = None;
-        for template in &self.0 {
-            if template.len() != parts.len() {
-                continue;
-            }
-            let matches = template.iter().zip(&parts).all(|(seg, part)| match seg {
-                Segment::Literal(l) => l == part,
-                Segment::Param => true,
-            });
-            let literals = template
-                .iter()
-                .filter(|s| matches!(s, Segment::Literal(_)))
-                .count();
-            if matches && best.is_none_or(|(_, n)| literals > n) {
-                best = Some((template, literals));
-            }
-        }
-        match best {
-            Some((template, _)) if template.is_empty() => "/".into(),
-            Some((template, _)) => template
-                .iter()
-                .map(|s| match s {
-                    Segment::Literal(l) => format!("/{l}"),
-                    Segment::Param => "/{id}".into(),
-                })
-                .collect(),
-            None => "unmatched".into(),
-        }
-    }
-}
-
 pub struct AppMetrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    routes: RouteTemplates,
+    routes: Arc<RouteTable>,
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -102,7 +29,7 @@ fn key(name: &'static str, labels: Vec<Label>) -> Key {
 }
 
 impl AppMetrics {
-    pub fn new(spec: &str) -> Self {
+    pub fn new(routes: Arc<RouteTable>) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full("http_request_duration_seconds".into()),
@@ -114,7 +41,7 @@ impl AppMetrics {
         let metrics = Self {
             recorder,
             handle,
-            routes: RouteTemplates::from_spec(spec),
+            routes,
         };
         metrics.set_health(true);
         metrics
@@ -207,22 +134,5 @@ impl AppMetrics {
             tracked_clients as f64,
         );
         self.handle.render()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_become_route_templates() {
-        let spec = r#"{"paths": {"/api/v1/users": {}, "/api/v1/users/me": {}, "/api/v1/users/{id}": {}, "/health": {}}}"#;
-        let routes = RouteTemplates::from_spec(spec);
-        assert_eq!(routes.template_of("/api/v1/users/42"), "/api/v1/users/{id}");
-        assert_eq!(routes.template_of("/api/v1/users/me"), "/api/v1/users/me");
-        assert_eq!(routes.template_of("/api/v1/users"), "/api/v1/users");
-        assert_eq!(routes.template_of("/health"), "/health");
-        assert_eq!(routes.template_of("/docs/index.css"), "/docs");
-        assert_eq!(routes.template_of("/random/123"), "unmatched");
     }
 }

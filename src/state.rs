@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use crate::{
     auth::AuthService, config::Settings, directory::Directory, metrics::AppMetrics,
-    middleware::RateLimits, store::UserStore,
+    middleware::RateLimits, routes::RouteTable, store::UserStore,
 };
 
 pub struct AppState {
@@ -13,6 +13,7 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub auth: AuthService,
     pub metrics: Arc<AppMetrics>,
+    pub routes: Arc<RouteTable>,
     pub rate_limits: Arc<RateLimits>,
     pub started_at: Instant,
 }

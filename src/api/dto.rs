@@ -17,6 +17,8 @@ use crate::{
 pub struct UserOut {
     pub id: i64,
     pub email: String,
+    /// `null` when not set.
+    #[oai(nullable)]
     pub full_name: Option<String>,
     pub is_active: bool,
     pub is_superuser: bool,
@@ -118,6 +120,7 @@ pub struct RegisterRequest {
     pub email: String,
     /// 8 to 128 characters.
     pub password: String,
+    #[oai(nullable)]
     pub full_name: Option<String>,
 }
 
@@ -126,6 +129,7 @@ pub struct UserCreate {
     pub email: String,
     /// 8 to 128 characters.
     pub password: String,
+    #[oai(nullable)]
     pub full_name: Option<String>,
     /// Defaults to true.
     pub is_active: Option<bool>,
@@ -159,6 +163,8 @@ pub enum ExportFormat {
 #[derive(Debug, Object)]
 pub struct UserUpdate {
     pub email: Option<String>,
+    /// `null` clears the name.
+    #[oai(nullable)]
     pub full_name: MaybeUndefined<String>,
     /// 8 to 128 characters; ends the user's sessions.
     pub password: Option<String>,
@@ -171,6 +177,8 @@ pub struct UserUpdate {
 #[derive(Debug, Object)]
 pub struct MeUpdate {
     pub email: Option<String>,
+    /// `null` clears the name.
+    #[oai(nullable)]
     pub full_name: MaybeUndefined<String>,
     pub password: Option<String>,
     pub current_password: Option<String>,

@@ -27,6 +27,10 @@ impl FullName {
         if raw.chars().count() > MAX_FULL_NAME_CHARS {
             return Err(format!("must be at most {MAX_FULL_NAME_CHARS} characters"));
         }
+        // PostgreSQL text cannot hold NUL, and no name needs control characters.
+        if raw.chars().any(|c| c.is_control() && c != '\t') {
+            return Err("must not contain control characters".into());
+        }
         Ok(Self(raw.to_string()))
     }
 
@@ -86,6 +90,13 @@ pub fn now_micros() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_names_refuse_control_characters() {
+        assert!(FullName::parse("Ada\u{0}Lovelace").is_err());
+        assert!(FullName::parse("Ada\nLovelace").is_err());
+        assert!(FullName::parse("Ada\tLovelace").is_ok());
+    }
 
     #[test]
     fn full_name_length_is_capped_at_255_characters() {

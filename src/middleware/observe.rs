@@ -5,14 +5,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+    error::MethodNotAllowedError,
+    http::{HeaderValue, header},
+};
 use tracing::Instrument;
 
 use super::{
     client_ip,
     request_context::{self, RequestContext, is_valid_request_id},
 };
-use crate::{error::ApiError, metrics::AppMetrics};
+use crate::{error::ApiError, metrics::AppMetrics, routes::RouteTable};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -20,6 +24,7 @@ pub struct Observe {
     pub trust_proxy_headers: bool,
     pub slow_request: Duration,
     pub metrics: Arc<AppMetrics>,
+    pub routes: Arc<RouteTable>,
 }
 
 impl<E: Endpoint> Middleware<E> for Observe {
@@ -31,6 +36,7 @@ impl<E: Endpoint> Middleware<E> for Observe {
             trust_proxy_headers: self.trust_proxy_headers,
             slow_request: self.slow_request,
             metrics: self.metrics.clone(),
+            routes: self.routes.clone(),
         }
     }
 }
@@ -40,6 +46,7 @@ pub struct ObserveEndpoint<E> {
     trust_proxy_headers: bool,
     slow_request: Duration,
     metrics: Arc<AppMetrics>,
+    routes: Arc<RouteTable>,
 }
 
 impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
@@ -68,7 +75,17 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
                 match self.inner.call(req).await {
                     Ok(output) => output.into_response(),
                     Err(err) if err.is_from_response() => err.into_response(),
-                    Err(err) => ApiError::from_poem(&err).into_response(),
+                    Err(err) => {
+                        let mut response = ApiError::from_poem(&err).into_response();
+                        // RFC 9110: a 405 names the methods the path does serve.
+                        if err.is::<MethodNotAllowedError>()
+                            && let Some(allow) = self.routes.allowed_methods(&path)
+                            && let Ok(value) = HeaderValue::from_str(&allow)
+                        {
+                            response.headers_mut().insert(header::ALLOW, value);
+                        }
+                        response
+                    }
                 }
             }
             .instrument(span.clone()),

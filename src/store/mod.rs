@@ -208,6 +208,12 @@ pub fn dashboard_windows(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (today, today - chrono::Duration::days(7))
 }
 
+/// Whether any stored text could contain `term`: none holds NUL (PostgreSQL text cannot,
+/// and names refuse control characters), and SQLite would cut the pattern at it.
+pub fn search_can_match(term: &str) -> bool {
+    !term.contains('\0')
+}
+
 /// `%`, `_` and `\` escaped so a LIKE pattern matches the term literally (ESCAPE '\').
 pub fn like_pattern(term: &str) -> String {
     let mut out = String::with_capacity(term.len() + 2);

@@ -16,6 +16,7 @@ use super::{
     MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
     UserCredentials, UserStore, dashboard_windows, like_pattern,
     migrations::{self, Migration},
+    search_can_match,
 };
 use crate::domain::{
     DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
@@ -292,7 +293,14 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
         next(qb);
         qb.push("created_at < ").push_bind(before);
     }
-    if let Some(term) = filter.search.as_deref() {
+    if filter
+        .search
+        .as_deref()
+        .is_some_and(|t| !search_can_match(t))
+    {
+        next(qb);
+        qb.push("FALSE");
+    } else if let Some(term) = filter.search.as_deref() {
         let pattern = like_pattern(term);
         next(qb);
         qb.push("(email ILIKE ")

@@ -16,6 +16,7 @@ use super::{
     RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
     like_pattern,
     migrations::{self, Migration},
+    search_can_match,
 };
 use crate::{
     config::DatabaseUrl,
@@ -266,7 +267,13 @@ fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
         values.push(Value::Integer(micros(before)));
         clauses.push(format!("created_at < ?{}", values.len()));
     }
-    if let Some(term) = filter.search.as_deref() {
+    if filter
+        .search
+        .as_deref()
+        .is_some_and(|t| !search_can_match(t))
+    {
+        clauses.push("0 = 1".into());
+    } else if let Some(term) = filter.search.as_deref() {
         // LIKE folds ASCII case; other characters match exactly.
         values.push(Value::Text(like_pattern(term)));
         let n = values.len();

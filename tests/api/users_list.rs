@@ -309,3 +309,29 @@ mod search_index {
         }
     }
 }
+
+/// Input no stored value can hold is an empty result, never an error.
+mod hostile_search {
+    use super::*;
+
+    backend_tests! {
+        async fn search_terms_with_nul_or_control_characters_match_nothing(backend) {
+            let app = TestApp::spawn(backend).await;
+            five_users(&app).await;
+            for term in ["\u{0}", "ada\u{0}ms", "\u{80}\u{24011}\u{1b}\u{0}\u{f5fc9}", "\u{1b}[31m"] {
+                let r = app.get(&format!("/api/v1/users?search={}", urlencode(term)), Some(app.admin())).await;
+                assert_eq!(r.status, 200, "{term:?}: {}", r.text);
+                assert_eq!(r.body["total"], 0, "{term:?}");
+                let export = app.get(&format!("/api/v1/users/export?format=ndjson&search={}", urlencode(term)), Some(app.admin())).await;
+                assert_eq!((export.status, export.text.as_str()), (200, ""));
+            }
+        }
+
+        async fn names_with_control_characters_are_422_not_500(backend) {
+            let app = TestApp::spawn(backend).await;
+            let r = app.post("/api/v1/users", Some(app.admin()), serde_json::json!({"email": "nul@example.com", "password": "password-123", "full_name": "a\u{0}b"})).await;
+            r.assert_error(422, "validation_error");
+            assert_eq!(r.error_fields(), ["full_name"]);
+        }
+    }
+}
