@@ -217,7 +217,7 @@ async fn a_write_through_one_instance_is_read_at_once_through_the_other() {
     ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
 )]
 async fn instances_recover_and_stay_coherent_after_the_listener_connection_is_killed() {
-    let c = Cluster::start().await;
+    let mut c = Cluster::start().await;
     let created = c
         .write(
             &c.a,
@@ -237,10 +237,13 @@ async fn instances_recover_and_stay_coherent_after_the_listener_connection_is_ki
         json!({"full_name": "During the blip"}),
     )
     .await;
-    assert!(
-        until(Duration::from_secs(10), async || c.listening(&c.b).await).await,
-        "B reconnects"
-    );
+    // B notices the lost connection, drops its caches and listens again.
+    let said = |text: &'static str| {
+        move |v: &Value| v["message"].as_str().is_some_and(|m| m.contains(text))
+    };
+    c.b.wait_for(said("listener disconnected"));
+    c.b.wait_for(said("listener connected"));
+    assert!(c.listening(&c.b).await, "B reports listening again");
     assert_eq!(
         c.get(&c.b, &path).await["full_name"],
         "During the blip",
