@@ -93,6 +93,14 @@ impl SqliteStore {
                 configure(&mut probe).map_err(|e| {
                     StoreError::Unavailable(format!("cannot use {}: {e}", path.display()))
                 })?;
+                // SQLite silently opens a file it may not write read-only; every write
+                // would then fail. Refuse at start-up instead.
+                if probe.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} is read-only: Roster needs to write to its database",
+                        path.display()
+                    )));
+                }
                 (
                     SqliteConnectionManager::file(path),
                     Pool::builder().max_size(pool_size),

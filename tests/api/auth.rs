@@ -126,6 +126,29 @@ backend_tests! {
         assert_eq!(app.get("/api/v1/users/me", Some(&valid)).await.status, 200);
     }
 
+    async fn tokens_not_yet_valid_or_for_another_user_or_without_claims_are_401(backend) {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let app = TestApp::spawn(backend).await;
+        let (other, _) = app.regular_user("other@example.com").await;
+        let key = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+        let now = Utc::now().timestamp();
+        let sign = |claims: serde_json::Value| encode(&Header::default(), &claims, &key).unwrap();
+        let future = sign(json!({"sub": "1", "iat": now, "nbf": now + 120, "exp": now + 600}));
+        let no_exp = sign(json!({"sub": "1", "iat": now, "nbf": now}));
+        let bad_sub = sign(json!({"sub": "root", "iat": now, "nbf": now, "exp": now + 600}));
+        for token in [&future, &no_exp, &bad_sub] {
+            app.get("/api/v1/users/me", Some(token)).await.assert_error(401, "unauthorized");
+        }
+        // A valid token names exactly one user; changing the name breaks the signature.
+        let valid = sign(json!({"sub": "1", "iat": now, "nbf": now, "exp": now + 600}));
+        let mut parts: Vec<String> = valid.split('.').map(str::to_string).collect();
+        use base64::Engine;
+        let payload = json!({"sub": other.to_string(), "iat": now, "nbf": now, "exp": now + 600});
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+        app.get("/api/v1/users/me", Some(&parts.join("."))).await.assert_error(401, "unauthorized");
+        assert_eq!(app.get("/api/v1/users/me", Some(&valid)).await.body["id"], 1);
+    }
+
     async fn missing_or_non_bearer_authorization_is_401(backend) {
         let app = TestApp::spawn(backend).await;
         app.get("/api/v1/users/me", None).await.assert_error(401, "unauthorized");

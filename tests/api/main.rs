@@ -8,6 +8,8 @@ mod cli;
 mod dashboard;
 mod errors;
 mod export;
+#[cfg(feature = "sqlite")]
+mod faults;
 mod health;
 mod helpers;
 mod instances;
