@@ -18,6 +18,11 @@ pub const SQLITE: &[Migration] = &[
         name: "search_and_sort",
         sql: include_str!("../../migrations/sqlite/0002_search_and_sort.sql"),
     },
+    Migration {
+        version: 3,
+        name: "user_counts",
+        sql: include_str!("../../migrations/sqlite/0003_user_counts.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

@@ -29,15 +29,31 @@ use crate::{
 const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
 const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
 const BUSY_TIMEOUT_MS: u32 = 5_000;
-/// Page cache per connection. Bounded so that a pool stays small in memory.
-const CACHE_KIB: u32 = 16_384;
+/// Page cache per reader connection. Small: readers share the OS page cache, and a pool of
+/// large private caches would hold the same hot pages several times over.
+const CACHE_KIB: u32 = 4_096;
+const WRITER_CACHE_KIB: u32 = 16_384;
+/// Reads through a shared memory map of the file: a reader's private page cache is emptied
+/// whenever another connection commits, and re-reading through `pread` copies every page.
+const MMAP_BYTES: u64 = 1 << 30;
 const LARGE_BATCH_ROWS: usize = 5_000;
 const LARGE_BATCH_CACHE_KIB: u32 = 131_072;
 /// The trigram index cannot answer shorter search terms; they scan.
 const TRIGRAM_MIN_CHARS: usize = 3;
 
 pub struct SqliteStore {
+    /// Readers: WAL lets them run beside the writer.
     pool: Pool<SqliteConnectionManager>,
+    /// The one writer connection. SQLite admits one writer at a time; queueing writers
+    /// here wakes each in turn, where contending connections would sleep in SQLite's busy
+    /// handler (1, 2, 5, … 100 ms) and wreck tail latency.
+    writer: Pool<SqliteConnectionManager>,
+}
+
+/// The writer keeps a larger page cache: writes touch every index of the rows they change.
+fn configure_writer(conn: &mut Connection) -> rusqlite::Result<()> {
+    configure(conn)?;
+    conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))
 }
 
 fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -46,6 +62,7 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -{CACHE_KIB};
+         PRAGMA mmap_size = {MMAP_BYTES};
          PRAGMA temp_store = MEMORY;"
     ))?;
     // WAL is a property of the file, set once. Switching needs an exclusive lock, and
@@ -83,7 +100,7 @@ impl SqliteStore {
     }
 
     fn open_blocking(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
-        let (manager, builder) = match url {
+        let (manager, builder, writer_manager) = match url {
             DatabaseUrl::SqliteFile(path) => {
                 // A direct open first, so a bad path fails at once with SQLite's own reason
                 // instead of after the pool's connection timeout.
@@ -104,6 +121,7 @@ impl SqliteStore {
                 (
                     SqliteConnectionManager::file(path),
                     Pool::builder().max_size(pool_size),
+                    Some(SqliteConnectionManager::file(path)),
                 )
             }
             // One connection owns an in-memory database; it must never be recycled.
@@ -114,6 +132,7 @@ impl SqliteStore {
                     .min_idle(Some(1))
                     .idle_timeout(None)
                     .max_lifetime(None),
+                None,
             ),
             DatabaseUrl::Postgres(_) => {
                 return Err(StoreError::Other("not a sqlite URL".into()));
@@ -123,16 +142,40 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(10))
             .build(manager.with_init(configure))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        let writer = match writer_manager {
+            Some(manager) => Pool::builder()
+                .max_size(1)
+                .connection_timeout(Duration::from_secs(30))
+                .build(manager.with_init(configure_writer))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            None => pool.clone(),
+        };
+        Ok(Self { pool, writer })
     }
 
-    /// Runs `work` with a pooled connection on the blocking thread pool, inside the caller's span.
+    /// Runs `work` with a reader connection on the blocking thread pool, in the caller's span.
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        Self::on(self.pool.clone(), work).await
+    }
+
+    /// Like `run`, on the single writer connection.
+    async fn run_write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        Self::on(self.writer.clone(), work).await
+    }
+
+    async fn on<T, F>(pool: Pool<SqliteConnectionManager>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
@@ -356,6 +399,14 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
              SELECT id, email, full_name FROM users WHERE id BETWEEN ?1 AND ?2",
             [first.id, last.id],
         )?;
+        tx.execute(
+            "UPDATE user_counts
+             SET total = total + (SELECT COUNT(*) FROM users WHERE id BETWEEN ?1 AND ?2),
+                 inactive = inactive + (SELECT COUNT(*) FROM users WHERE id BETWEEN ?1 AND ?2 AND is_active = 0),
+                 superusers = superusers + (SELECT COUNT(*) FROM users WHERE id BETWEEN ?1 AND ?2 AND is_superuser = 1)
+             WHERE id = 1",
+            [first.id, last.id],
+        )?;
     }
     tx.execute(
         "UPDATE search_index_control SET paused = 0 WHERE id = 1",
@@ -372,7 +423,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        self.run(|conn| apply_migrations(conn, migrations::SQLITE))
+        self.run_write(|conn| apply_migrations(conn, migrations::SQLITE))
             .await
     }
 
@@ -411,7 +462,7 @@ impl UserStore for SqliteStore {
         candidate: String,
     ) -> Result<String, StoreError> {
         let key = key.to_string();
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO app_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
@@ -425,7 +476,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));
             let created = conn.query_row(
                 &format!(
@@ -448,7 +499,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             // Large loads touch index pages all over the file; a bigger page cache for the
             // duration makes a million-row seed much faster. Given back afterwards.
             let large = users.len() >= LARGE_BATCH_ROWS;
@@ -457,7 +508,7 @@ impl UserStore for SqliteStore {
             }
             let result = insert_users(conn, users);
             if large {
-                conn.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}"))?;
+                conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
             }
             result
         })
@@ -564,7 +615,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let was_active_superuser = is_active_superuser(&tx, id)?;
             let mut assignments: Vec<(&str, Value)> = Vec::new();
@@ -627,7 +678,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let was_active_superuser = is_active_superuser(&tx, id)?;
             if tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
@@ -703,15 +754,14 @@ impl UserStore for SqliteStore {
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
         self.run(move |conn| {
             let (today, week) = dashboard_windows(now);
-            // One statement of index-only counts: the whole table through its smallest
-            // index, the rare values (inactive, superusers, recent) through their indexes.
-            // A SUM(CASE …) over the table reads every row: 5× slower at a million users.
+            // One statement: the totals kept by triggers (O(1)), and the recent sign-ups
+            // as ranges of the created_at index. A SUM(CASE …) over the table reads every
+            // row: ≈ 200 ms at a million users against well under 1 ms here.
             let stats = conn.query_row(
-                "SELECT (SELECT COUNT(*) FROM users),
-                        (SELECT COUNT(*) FROM users WHERE is_active = 0),
-                        (SELECT COUNT(*) FROM users WHERE is_superuser = 1),
+                "SELECT total, inactive, superusers,
                         (SELECT COUNT(*) FROM users WHERE created_at >= ?1),
-                        (SELECT COUNT(*) FROM users WHERE created_at >= ?2)",
+                        (SELECT COUNT(*) FROM users WHERE created_at >= ?2)
+                 FROM user_counts WHERE id = 1",
                 params![micros(today), micros(week)],
                 |r| {
                     let total = count(r.get(0)?);
@@ -733,7 +783,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             conn.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -756,7 +806,7 @@ impl UserStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<RefreshTokenUse, StoreError> {
         let token_hash = token_hash.to_string();
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let found = tx
                 .query_row(
@@ -797,7 +847,7 @@ impl UserStore for SqliteStore {
 
     async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
         let token_hash = token_hash.to_string();
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = ?1
                  WHERE revoked_at IS NULL
@@ -810,7 +860,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
-        self.run(move |conn| {
+        self.run_write(move |conn| {
             conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
                 params![micros(Utc::now()), user_id],
