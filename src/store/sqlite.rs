@@ -1,6 +1,6 @@
 //! The embedded backend: rusqlite behind an r2d2 pool, every call on the blocking pool.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
     types::Value,
 };
+use tokio::sync::Semaphore;
 
 use super::{
     EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
@@ -48,6 +49,10 @@ pub struct SqliteStore {
     /// here wakes each in turn, where contending connections would sleep in SQLite's busy
     /// handler (1, 2, 5, … 100 ms) and wreck tail latency.
     writer: Pool<SqliteConnectionManager>,
+    /// Callers wait here, asynchronously, rather than parked on a blocking thread: a queue
+    /// of writers must not hold threads (and their memory) while the writer is busy.
+    reader_slots: Arc<Semaphore>,
+    writer_slot: Arc<Semaphore>,
 }
 
 /// The writer keeps a larger page cache: writes touch every index of the rows they change.
@@ -150,7 +155,15 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             None => pool.clone(),
         };
-        Ok(Self { pool, writer })
+        // Readers may queue a little deeper than the pool: the wait for a connection is
+        // then short, and threads stay few.
+        let reader_slots = Arc::new(Semaphore::new(2 * pool.max_size() as usize));
+        Ok(Self {
+            pool,
+            writer,
+            reader_slots,
+            writer_slot: Arc::new(Semaphore::new(1)),
+        })
     }
 
     /// Runs `work` with a reader connection on the blocking thread pool, in the caller's span.
@@ -159,7 +172,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        Self::on(self.pool.clone(), work).await
+        Self::on(self.pool.clone(), &self.reader_slots, work).await
     }
 
     /// Like `run`, on the single writer connection.
@@ -168,16 +181,26 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        Self::on(self.writer.clone(), work).await
+        Self::on(self.writer.clone(), &self.writer_slot, work).await
     }
 
-    async fn on<T, F>(pool: Pool<SqliteConnectionManager>, work: F) -> Result<T, StoreError>
+    async fn on<T, F>(
+        pool: Pool<SqliteConnectionManager>,
+        slots: &Arc<Semaphore>,
+        work: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let _entered = span.enter();
             let mut conn = pool
                 .get()
