@@ -6,9 +6,10 @@ WORKDIR /build
 
 # Dependencies first: this layer is rebuilt only when the manifests change.
 COPY Cargo.toml Cargo.lock build.rs ./
-RUN mkdir src \
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/store.rs \
     && cargo build --release --locked --features postgres \
     && rm -rf src
 
