@@ -50,7 +50,7 @@ PY
 read -r created lost_count <<<"$lost"
 mapfile -t rss <"$work/rss.txt"
 first=$(( rss[1] / 1024 )); last=$(( rss[${#rss[@]}-1] / 1024 )); peak=$(( $(printf '%s\n' "${rss[@]}" | sort -n | tail -1) / 1024 ))
-echo "{\"created\":$created,\"lost_writes\":$lost_count,\"rss_mb_after_warmup\":$first,\"rss_mb_end\":$last,\"rss_mb_peak\":$peak,\"rss_samples_mb\":[$(printf '%s\n' "${rss[@]}" | awk '{printf "%s%d", NR>1?",":"", $1/1024}')]}"
+echo "{\"created\":$created,\"lost_writes\":$lost_count,\"rss_mb_after_warmup\":$first,\"rss_mb_end\":$last,\"rss_mb_peak\":$peak,\"rss_samples_mb\":[$(printf '%s\n' "${rss[@]}" | awk '{printf "%s%d", (NR>1 ? "," : ""), $1/1024}')]}"
 server_errors=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["server_errors"])' "$summary")
 [ "$server_errors" -eq 0 ] && [ "$lost_count" -eq 0 ] || { echo "soak failed" >&2; exit 1; }
 echo "soak passed"

@@ -1,19 +1,32 @@
 //! argon2id hashing with the configured cost, always off the async executor.
 
+use std::sync::Arc;
+
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Argon2Cost;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
+    /// One hash per core at a time: each holds ARGON2_MEMORY_KIB of memory, and more
+    /// concurrent hashes than cores only add memory, not speed.
+    slots: Arc<Semaphore>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl PasswordHasher {
     pub fn new(cost: &Argon2Cost) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        Ok(Self { params })
+        Ok(Self {
+            params,
+            slots: Arc::new(Semaphore::new(cores())),
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -28,18 +41,29 @@ impl PasswordHasher {
             .map_err(|e| format!("password hashing failed: {e}"))
     }
 
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, String> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| format!("hashing unavailable: {e}"))
+    }
+
     pub async fn hash(&self, password: &str) -> Result<String, String> {
+        let slot = self.slot().await?;
         let hasher = self.clone();
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || hasher.hash_blocking(&password))
-            .await
-            .map_err(|e| format!("hashing task failed: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            hasher.hash_blocking(&password)
+        })
+        .await
+        .map_err(|e| format!("hashing task failed: {e}"))?
     }
 
     /// Hashes many passwords on all cores at once, off the async executor; order is kept.
     pub async fn hash_many(&self, passwords: Vec<String>) -> Result<Vec<String>, String> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_task = passwords.len().div_ceil(cores).max(1);
+        let per_task = passwords.len().div_ceil(cores()).max(1);
         let mut tasks = Vec::new();
         let mut rest = passwords;
         while !rest.is_empty() {
