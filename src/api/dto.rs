@@ -137,7 +137,8 @@ pub struct UserCreate {
     pub is_superuser: Option<bool>,
 }
 
-/// Users to create at once (1 to BULK_MAX_USERS).
+/// Users to create at once (1 to BULK_MAX_USERS). Lengths and formats are checked by the
+/// server, not declared as schema constraints, so that every invalid item is reported at once.
 #[derive(Debug, Object)]
 pub struct BulkCreate {
     pub users: Vec<UserCreate>,
