@@ -78,11 +78,25 @@ impl Directory {
         &self.caches
     }
 
+    /// Whether the caches may answer: another instance's write whose notification has not
+    /// arrived yet would otherwise be read stale (PostgreSQL; always true on SQLite).
+    async fn caches_usable(&self) -> bool {
+        self.listener.is_none() || self.store.caches_are_current().await
+    }
+
     pub async fn user(&self, id: UserId) -> Result<(Option<Arc<User>>, Lookup), StoreError> {
+        if !self.caches_usable().await {
+            let user = self.store.get_user(id).await?;
+            return Ok((user.map(Arc::new), Lookup::Miss));
+        }
         self.caches.user(id, self.store.get_user(id)).await
     }
 
     pub async fn dashboard(&self) -> Result<(Arc<DashboardStats>, Lookup), StoreError> {
+        if !self.caches_usable().await {
+            let stats = self.store.dashboard_stats(now_micros()).await?;
+            return Ok((Arc::new(stats), Lookup::Miss));
+        }
         self.caches
             .dashboard(self.store.dashboard_stats(now_micros()))
             .await

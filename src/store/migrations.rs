@@ -41,4 +41,9 @@ pub const POSTGRES: &[Migration] = &[
         name: "search_and_sort",
         sql: include_str!("../../migrations/postgres/0002_search_and_sort.sql"),
     },
+    Migration {
+        version: 3,
+        name: "write_sequence",
+        sql: include_str!("../../migrations/postgres/0003_write_sequence.sql"),
+    },
 ];

@@ -134,6 +134,11 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Option<Arc<ListenerHealth>> {
         None
     }
+    /// Whether this instance has applied every invalidation committed so far, so its caches
+    /// may answer. Always true where one process owns the data.
+    async fn caches_are_current(&self) -> bool {
+        true
+    }
 
     /// Returns the stored value for `key`, storing `candidate` first if there is none.
     async fn get_or_insert_setting(

@@ -35,12 +35,18 @@ const MAX_NOTIFY_PAYLOAD: usize = 7_900;
 const LISTENER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LISTENER_APPLICATION_NAME: &str = "roster-cache-listener";
+/// How long a cached read waits for outstanding notifications before reading the database.
+const CURRENT_WAIT: Duration = Duration::from_millis(50);
+/// A write number missing this long belongs to a rolled-back write.
+const GAP_EXPIRY: Duration = Duration::from_secs(2);
 
 pub struct PostgresStore {
     pool: PgPool,
     pool_size: u32,
     /// One connection for LISTEN, apart from the request pool.
     listener_pool: PgPool,
+    listener: std::sync::OnceLock<Arc<ListenerHealth>>,
+    watermark: Arc<std::sync::Mutex<Watermark>>,
 }
 
 impl PostgresStore {
@@ -62,6 +68,8 @@ impl PostgresStore {
             pool,
             pool_size,
             listener_pool,
+            listener: std::sync::OnceLock::new(),
+            watermark: Arc::default(),
         })
     }
 }
@@ -197,12 +205,88 @@ async fn notify_users(tx: &mut sqlx::PgConnection, ids: &[UserId]) -> Result<(),
     if payload.len() > MAX_NOTIFY_PAYLOAD {
         payload = "everything".into();
     }
-    sqlx::query("SELECT pg_notify($1, $2)")
+    // The sequence number is drawn last, just before commit, so numbers follow commits
+    // closely; a rolled-back write leaves a gap that `Watermark` learns to skip.
+    sqlx::query("SELECT pg_notify($1, 'seq:' || nextval('roster_write_seq') || ':' || $2)")
         .bind(INVALIDATION_CHANNEL)
         .bind(payload)
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// The highest write number drawn so far (0 before the first).
+async fn latest_write(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let latest: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM roster_write_seq",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(latest).unwrap_or(0))
+}
+
+/// Which write numbers this instance has applied: every one up to `applied`, and some
+/// beyond it (notifications arrive in commit order, numbers are drawn slightly earlier).
+#[derive(Default)]
+struct Watermark {
+    applied: u64,
+    ahead: std::collections::BTreeSet<u64>,
+    /// First seen behind `latest` at this time; a gap that old is a rolled-back write.
+    behind_since: Option<(u64, std::time::Instant)>,
+}
+
+impl Watermark {
+    fn reset(&mut self, to: u64) {
+        self.applied = to;
+        self.ahead.clear();
+        self.behind_since = None;
+    }
+
+    fn record(&mut self, seq: u64) {
+        if seq > self.applied {
+            self.ahead.insert(seq);
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        while self.ahead.remove(&(self.applied + 1)) {
+            self.applied += 1;
+        }
+    }
+
+    /// Whether everything up to `latest` is applied; skips gaps older than `GAP_EXPIRY`.
+    fn covers(&mut self, latest: u64) -> bool {
+        if self.applied >= latest {
+            self.behind_since = None;
+            return true;
+        }
+        match self.behind_since {
+            Some((target, since)) if since.elapsed() >= GAP_EXPIRY => {
+                self.applied = self.applied.max(target);
+                self.ahead.retain(|s| *s > target);
+                self.advance();
+                self.behind_since = None;
+                self.applied >= latest
+            }
+            Some(_) => false,
+            None => {
+                self.behind_since = Some((latest, std::time::Instant::now()));
+                false
+            }
+        }
+    }
+}
+
+/// `seq:N:users:1,2` → (N, the users).
+fn parse_notification(payload: &str) -> (Option<u64>, Invalidation) {
+    let Some(rest) = payload.strip_prefix("seq:") else {
+        return (None, parse_invalidation(payload));
+    };
+    match rest.split_once(':') {
+        Some((seq, what)) => (seq.parse().ok(), parse_invalidation(what)),
+        None => (None, Invalidation::Everything),
+    }
 }
 
 fn parse_invalidation(payload: &str) -> Invalidation {
@@ -223,17 +307,29 @@ fn parse_invalidation(payload: &str) -> Invalidation {
 /// Keeps one LISTEN connection open for as long as `handler` wants events, reconnecting
 /// with backoff; every (re)connection first drops all caches, since notifications sent
 /// while disconnected are lost.
-async fn run_listener(pool: PgPool, handler: InvalidationHandler, health: Arc<ListenerHealth>) {
+async fn run_listener(
+    listener_pool: PgPool,
+    pool: PgPool,
+    handler: InvalidationHandler,
+    health: Arc<ListenerHealth>,
+    watermark: Arc<std::sync::Mutex<Watermark>>,
+) {
     let mut backoff = LISTENER_BACKOFF_MIN;
     loop {
         let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+            let mut listener = PgListener::connect_with(&listener_pool).await?;
             listener.listen(INVALIDATION_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
+            // Writes committed before LISTEN are in the database and the caches are about
+            // to be cleared; later ones will be notified.
+            let latest = latest_write(&pool).await?;
+            Ok::<_, sqlx::Error>((listener, latest))
         }
         .await;
         match connected {
-            Ok(mut listener) => {
+            Ok((mut listener, latest)) => {
+                if let Ok(mut w) = watermark.lock() {
+                    w.reset(latest);
+                }
                 health.set_connected(true);
                 backoff = LISTENER_BACKOFF_MIN;
                 if !handler(Invalidation::Everything) {
@@ -243,8 +339,12 @@ async fn run_listener(pool: PgPool, handler: InvalidationHandler, health: Arc<Li
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(notification)) => {
-                            if !handler(parse_invalidation(notification.payload())) {
+                            let (seq, invalidation) = parse_notification(notification.payload());
+                            if !handler(invalidation) {
                                 return;
+                            }
+                            if let (Some(seq), Ok(mut w)) = (seq, watermark.lock()) {
+                                w.record(seq);
                             }
                         }
                         Ok(None) => break,
@@ -359,12 +459,42 @@ impl UserStore for PostgresStore {
         handler: InvalidationHandler,
     ) -> Option<Arc<ListenerHealth>> {
         let health = Arc::new(ListenerHealth::default());
+        let _ = self.listener.set(health.clone());
         tokio::spawn(run_listener(
             self.listener_pool.clone(),
+            self.pool.clone(),
             handler,
             health.clone(),
+            self.watermark.clone(),
         ));
         Some(health)
+    }
+
+    async fn caches_are_current(&self) -> bool {
+        let Some(listener) = self.listener.get() else {
+            return true; // caching is off: nothing to be current about
+        };
+        if !listener.is_connected() {
+            return false;
+        }
+        let Ok(latest) = latest_write(&self.pool).await else {
+            return false;
+        };
+        // Notifications trail their commits by moments: wait a little before giving up.
+        let deadline = tokio::time::Instant::now() + CURRENT_WAIT;
+        loop {
+            let covered = match self.watermark.lock() {
+                Ok(mut w) => w.covers(latest),
+                Err(_) => return false,
+            };
+            if covered {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -772,5 +902,46 @@ impl UserStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_advances_only_over_contiguous_writes() {
+        let mut w = Watermark::default();
+        w.reset(10);
+        w.record(12);
+        assert!(!w.covers(12), "11 has not been applied");
+        w.record(11);
+        assert!(w.covers(12));
+        w.record(9);
+        assert_eq!(w.applied, 12);
+    }
+
+    #[test]
+    fn an_old_gap_is_a_rolled_back_write() {
+        let mut w = Watermark::default();
+        w.record(2);
+        assert!(!w.covers(2));
+        w.behind_since = w
+            .behind_since
+            .map(|(target, since)| (target, since - GAP_EXPIRY));
+        assert!(w.covers(2));
+    }
+
+    #[test]
+    fn notifications_carry_their_write_number() {
+        assert_eq!(
+            parse_notification("seq:7:users:1,2"),
+            (Some(7), Invalidation::Users(vec![1, 2]))
+        );
+        assert_eq!(
+            parse_notification("seq:8:everything"),
+            (Some(8), Invalidation::Everything)
+        );
+        assert_eq!(parse_notification("garbage").1, Invalidation::Everything);
     }
 }

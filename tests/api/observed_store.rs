@@ -82,6 +82,15 @@ impl UserStore for ObservedStore {
     async fn close(&self) {
         self.inner.close().await
     }
+    fn listen_for_invalidations(
+        &self,
+        handler: roster::store::InvalidationHandler,
+    ) -> Option<Arc<roster::store::ListenerHealth>> {
+        self.inner.listen_for_invalidations(handler)
+    }
+    async fn caches_are_current(&self) -> bool {
+        self.inner.caches_are_current().await
+    }
     async fn get_or_insert_setting(
         &self,
         key: &str,
