@@ -6,25 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 users="${2:-10000}"
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-cargo build --release -q
-work="$(mktemp -d)"
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-export DATABASE_URL="sqlite://$work/soak.db"
-./target/release/roster seed --users "$users" >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-base="http://127.0.0.1:$port"
-BIND_ADDR="127.0.0.1:$port" RATE_LIMIT_ENABLED=false \
-    FIRST_SUPERUSER_EMAIL=soak@example.com FIRST_SUPERUSER_PASSWORD=soak-password-1 \
-    ./target/release/roster serve >"$work/access.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 50); do curl -fs "$base/health/ready" >/dev/null && break; sleep 0.1; done
-export ROSTER_TOKEN
-ROSTER_TOKEN=$(curl -fs -X POST "$base/api/v1/auth/login" -H 'content-type: application/json' \
-    -d '{"email":"soak@example.com","password":"soak-password-1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-export LUA_DIR="$PWD/benches/load" MAX_ID=$((users + 1)) CREATED_IDS="$work/created.txt"
+. benches/lib.sh
+start_seeded_server "$users"
+export CREATED_IDS="$work/created.txt"
 
 ( for _ in $(seq 1 $((seconds / 5))); do sleep 5; ps -o rss= -p "$pid" | tr -d ' '; done ) >"$work/rss.txt" &
 sampler=$!

@@ -152,7 +152,6 @@ pub fn build_endpoint_with(state: Arc<AppState>, extra: Route) -> impl Endpoint 
     let rate_limit = RateLimit {
         limits: state.rate_limits.clone(),
         metrics: state.metrics.clone(),
-        trust_proxy_headers: settings.trust_proxy_headers,
     };
     let timeout = Timeout {
         limit: settings.request_timeout,

@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 
+use poem_openapi::types::ParseFromParameter;
+
 use crate::{
+    api::dto::SortParam,
     auth::{AccessTokens, refresh_token_hash},
     domain::{Email, PageRequest, SortDirection, UserSort},
     middleware::request_context::is_valid_request_id,
@@ -49,7 +52,7 @@ proptest! {
     #[test]
     fn sort_keys_round_trip(field in prop::sample::select(vec!["created_at", "email", "full_name", "id"]), desc: bool) {
         let raw = if desc { format!("-{field}") } else { field.to_string() };
-        let sort = UserSort::parse(&raw).unwrap();
+        let sort = UserSort::from(SortParam::parse_from_parameter(&raw).unwrap());
         prop_assert_eq!(sort.direction == SortDirection::Desc, desc);
     }
 
@@ -57,7 +60,7 @@ proptest! {
     fn unknown_sort_keys_are_refused(raw in "[a-z_-]{0,20}") {
         let known = ["created_at", "email", "full_name", "id"];
         let name = raw.strip_prefix('-').unwrap_or(&raw);
-        prop_assert_eq!(UserSort::parse(&raw).is_ok(), known.contains(&name));
+        prop_assert_eq!(SortParam::parse_from_parameter(&raw).is_ok(), known.contains(&name));
     }
 
     #[test]

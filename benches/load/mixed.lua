@@ -1,13 +1,13 @@
 -- Scenario (c): 50% reads (user by id, list page), 30% writes (PATCH a random user's
--- full_name or is_active), 20% dashboard; ids in 2..MAX_ID.
+-- full_name or is_active), 20% dashboard; ids in 1..MAX_ID (the seeded users).
 dofile(os.getenv("LUA_DIR") .. "/common.lua")
-local max_id = tonumber(os.getenv("MAX_ID") or "100001")
+local max_id = tonumber(os.getenv("MAX_ID") or "100000")
 local counter = 0
 
 function request()
    counter = counter + 1
    local roll = math.random(100)
-   local id = math.random(2, max_id)
+   local id = math.random(1, max_id)
    if roll <= 25 then
       return wrk.format("GET", "/api/v1/users/" .. id)
    elseif roll <= 50 then

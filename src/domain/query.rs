@@ -46,28 +46,6 @@ impl Default for UserSort {
     }
 }
 
-impl UserSort {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let (direction, name) = match raw.strip_prefix('-') {
-            Some(name) => (SortDirection::Desc, name),
-            None => (SortDirection::Asc, raw),
-        };
-        let field = match name {
-            "created_at" => SortField::CreatedAt,
-            "email" => SortField::Email,
-            "full_name" => SortField::FullName,
-            "id" => SortField::Id,
-            _ => {
-                return Err(
-                    "must be one of created_at, email, full_name, id, optionally prefixed by -"
-                        .into(),
-                );
-            }
-        };
-        Ok(Self { field, direction })
-    }
-}
-
 /// A page number (from 1) and size (1..=100), with the one pagination arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
@@ -148,25 +126,5 @@ mod tests {
         assert!(PageRequest::new(1, 0).is_err());
         assert!(PageRequest::new(1, 101).is_err());
         assert!(PageRequest::new(1, 100).is_ok());
-    }
-
-    #[test]
-    fn sort_keys_parse_with_direction() {
-        assert_eq!(
-            UserSort::parse("-email").unwrap(),
-            UserSort {
-                field: SortField::Email,
-                direction: SortDirection::Desc
-            }
-        );
-        assert_eq!(
-            UserSort::parse("id").unwrap(),
-            UserSort {
-                field: SortField::Id,
-                direction: SortDirection::Asc
-            }
-        );
-        assert!(UserSort::parse("password").is_err());
-        assert!(UserSort::parse("--id").is_err());
     }
 }

@@ -63,10 +63,9 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
-        let client_ip = client_ip(&req, self.trust_proxy_headers)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        let ctx = RequestContext::new(request_id.clone());
+        let ip = client_ip(&req, self.trust_proxy_headers);
+        let client_ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let ctx = RequestContext::new(request_id.clone(), ip);
         let span = tracing::info_span!("request", %request_id, %method, %path);
 
         let mut response = request_context::scope(

@@ -16,7 +16,7 @@ use governor::{
 };
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
 
-use super::client_ip;
+use super::request_context::current_client_ip;
 use crate::{
     config::Settings,
     error::{ApiError, ErrorCode},
@@ -158,10 +158,10 @@ impl RateLimits {
     }
 }
 
+/// Must sit inside `Observe`, which resolves the client address once per request.
 pub struct RateLimit {
     pub limits: Arc<RateLimits>,
     pub metrics: Arc<AppMetrics>,
-    pub trust_proxy_headers: bool,
 }
 
 impl<E: Endpoint> Middleware<E> for RateLimit {
@@ -172,7 +172,6 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
             inner,
             limits: self.limits.clone(),
             metrics: self.metrics.clone(),
-            trust_proxy_headers: self.trust_proxy_headers,
         }
     }
 }
@@ -181,7 +180,6 @@ pub struct RateLimitEndpoint<E> {
     inner: E,
     limits: Arc<RateLimits>,
     metrics: Arc<AppMetrics>,
-    trust_proxy_headers: bool,
 }
 
 fn set_header(resp: &mut Response, name: &'static str, value: impl ToString) {
@@ -194,8 +192,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Response> {
-        let ip =
-            client_ip(&req, self.trust_proxy_headers).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ip = current_client_ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         match self.limits.check(ip, req.uri().path()) {
             None => self.inner.call(req).await.map(IntoResponse::into_response),
             Some(Verdict::Allowed {

@@ -1,23 +1,30 @@
-//! Per-request facts (request id, authenticated user) reachable from any layer of the request.
+//! Per-request facts (request id, client address, authenticated user) reachable from any
+//! layer of the request.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicI64, Ordering},
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 use crate::domain::UserId;
 
 pub struct RequestContext {
     pub request_id: String,
+    /// Resolved once (X-Forwarded-For only when trusted), for the log and the rate limits.
+    pub client_ip: Option<IpAddr>,
     user_id: AtomicI64,
 }
 
 const NO_USER: i64 = i64::MIN;
 
 impl RequestContext {
-    pub fn new(request_id: String) -> Arc<Self> {
+    pub fn new(request_id: String, client_ip: Option<IpAddr>) -> Arc<Self> {
         Arc::new(Self {
             request_id,
+            client_ip,
             user_id: AtomicI64::new(NO_USER),
         })
     }
@@ -42,6 +49,11 @@ pub fn current_request_id() -> String {
     CONTEXT
         .try_with(|c| c.request_id.clone())
         .unwrap_or_default()
+}
+
+/// The client address of the request being served.
+pub fn current_client_ip() -> Option<IpAddr> {
+    CONTEXT.try_with(|c| c.client_ip).ok().flatten()
 }
 
 /// Remembers who made the request, for the access log.

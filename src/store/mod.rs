@@ -18,7 +18,10 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     config::{DatabaseUrl, Settings},
-    domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
+    domain::{
+        DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
+        UserQuery, UserSort,
+    },
 };
 
 /// What another instance's committed write made stale.
@@ -211,6 +214,22 @@ pub fn dashboard_windows(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         .map(|t| t.and_utc())
         .unwrap_or(now);
     (today, today - chrono::Duration::days(7))
+}
+
+/// The ORDER BY of a list or export: text keys by their lowercase form (NULL names as the
+/// empty string) under `collation`, ties broken by id in the same direction.
+pub fn order_by_sql(sort: &UserSort, collation: &str) -> String {
+    let dir = match sort.direction {
+        SortDirection::Asc => "ASC",
+        SortDirection::Desc => "DESC",
+    };
+    let key = match sort.field {
+        SortField::CreatedAt => "created_at".to_string(),
+        SortField::Email => format!("lower(email){collation}"),
+        SortField::FullName => format!("lower(coalesce(full_name, '')){collation}"),
+        SortField::Id => return format!(" ORDER BY id {dir}"),
+    };
+    format!(" ORDER BY {key} {dir}, id {dir}")
 }
 
 /// Whether any stored text could contain `term`: none holds NUL (PostgreSQL text cannot,

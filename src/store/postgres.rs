@@ -16,11 +16,10 @@ use super::{
     MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
     UserCredentials, UserStore, dashboard_windows, like_pattern,
     migrations::{self, Migration},
-    search_can_match,
+    order_by_sql, search_can_match,
 };
 use crate::domain::{
-    DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
-    UserQuery, now_micros,
+    DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery, now_micros,
 };
 
 const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
@@ -411,18 +410,9 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
     }
 }
 
+/// Byte order, the same as PostgreSQL's with COLLATE "C".
 fn order_sql(query: &UserQuery) -> String {
-    let dir = match query.sort.direction {
-        SortDirection::Asc => "ASC",
-        SortDirection::Desc => "DESC",
-    };
-    let key = match query.sort.field {
-        SortField::CreatedAt => "created_at",
-        SortField::Email => "lower(email) COLLATE \"C\"",
-        SortField::FullName => "lower(coalesce(full_name, '')) COLLATE \"C\"",
-        SortField::Id => return format!(" ORDER BY id {dir}"),
-    };
-    format!(" ORDER BY {key} {dir}, id {dir}")
+    order_by_sql(&query.sort, " COLLATE \"C\"")
 }
 
 #[async_trait]

@@ -17,13 +17,12 @@ use super::{
     RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
     like_pattern,
     migrations::{self, Migration},
-    search_can_match,
+    order_by_sql, search_can_match,
 };
 use crate::{
     config::DatabaseUrl,
     domain::{
-        DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
-        UserQuery, now_micros,
+        DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery, now_micros,
     },
 };
 
@@ -372,18 +371,9 @@ fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
     (sql, values)
 }
 
+/// Byte order, the same as PostgreSQL's with COLLATE "C".
 fn order_sql(query: &UserQuery) -> String {
-    let dir = match query.sort.direction {
-        SortDirection::Asc => "ASC",
-        SortDirection::Desc => "DESC",
-    };
-    let key = match query.sort.field {
-        SortField::CreatedAt => "created_at",
-        SortField::Email => "lower(email)",
-        SortField::FullName => "lower(coalesce(full_name, ''))",
-        SortField::Id => return format!("ORDER BY id {dir}"),
-    };
-    format!("ORDER BY {key} {dir}, id {dir}")
+    order_by_sql(&query.sort, "")
 }
 
 /// Inserts `users` in one transaction with one prepared statement. The search index is fed

@@ -216,18 +216,9 @@ impl TestApp {
         Self::spawn_with(backend, &[]).await
     }
 
-    /// `overrides` set or (with an empty value) unset configuration variables.
+    /// With configuration `overrides` (see `spawn_custom`).
     pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
-        let mut vars = default_vars();
-        for (k, v) in overrides {
-            if v.is_empty() {
-                vars.remove(*k);
-            } else {
-                vars.insert(k.to_string(), v.to_string());
-            }
-        }
-        let database = TestDatabase::fresh(backend).await;
-        Self::start(backend, database, vars).await
+        Self::spawn_custom(backend, overrides, |store| store, Route::new()).await
     }
 
     /// A second server over the same database, as after a restart.
@@ -245,6 +236,7 @@ impl TestApp {
     }
 
     /// The most general form: wrapped store and extra routes inside every middleware layer.
+    /// `overrides` set or (with an empty value) unset configuration variables.
     pub async fn spawn_custom(
         backend: Backend,
         overrides: &[(&str, &str)],
@@ -253,7 +245,11 @@ impl TestApp {
     ) -> Self {
         let mut vars = default_vars();
         for (k, v) in overrides {
-            vars.insert(k.to_string(), v.to_string());
+            if v.is_empty() {
+                vars.remove(*k);
+            } else {
+                vars.insert(k.to_string(), v.to_string());
+            }
         }
         let database = TestDatabase::fresh(backend).await;
         Self::start_custom(backend, database, vars, wrap, extra_routes).await

@@ -7,21 +7,18 @@ use crate::helpers::RosterProcess;
 const PASSWORD: &str = "very-secret-admin-pw";
 const JWT_SECRET: &str = "jwt-secret-that-must-never-be-logged-0123";
 
-struct Server;
-
-impl Server {
-    fn start(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> RosterProcess {
-        let db = format!("sqlite://{}", dir.path().join("p.db").display());
-        let mut env = vec![
-            ("DATABASE_URL", db.as_str()),
-            ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
-            ("FIRST_SUPERUSER_PASSWORD", PASSWORD),
-            ("JWT_SECRET", JWT_SECRET),
-            ("RUST_LOG", "trace"),
-        ];
-        env.extend_from_slice(extra);
-        RosterProcess::start(dir.path(), &env)
-    }
+/// A server whose secrets are known, so the test can look for them in its log.
+fn start_server(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> RosterProcess {
+    let db = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut env = vec![
+        ("DATABASE_URL", db.as_str()),
+        ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
+        ("FIRST_SUPERUSER_PASSWORD", PASSWORD),
+        ("JWT_SECRET", JWT_SECRET),
+        ("RUST_LOG", "trace"),
+    ];
+    env.extend_from_slice(extra);
+    RosterProcess::start(dir.path(), &env)
 }
 
 fn access_line(v: &Value, request_id: &str) -> bool {
@@ -31,7 +28,7 @@ fn access_line(v: &Value, request_id: &str) -> bool {
 #[tokio::test]
 async fn access_lines_carry_request_fields_and_no_secret_is_ever_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir, &[("SLOW_REQUEST_MS", "60000")]);
+    let mut server = start_server(&dir, &[("SLOW_REQUEST_MS", "60000")]);
     let client = reqwest::Client::new();
     let login: Value = client
         .post(format!("{}/api/v1/auth/login", server.base))
@@ -106,7 +103,7 @@ async fn access_lines_carry_request_fields_and_no_secret_is_ever_logged() {
 #[tokio::test]
 async fn slow_requests_are_logged_at_warn() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir, &[("SLOW_REQUEST_MS", "0")]);
+    let mut server = start_server(&dir, &[("SLOW_REQUEST_MS", "0")]);
     reqwest::Client::new()
         .get(format!("{}/health/live", server.base))
         .header("x-request-id", "log-slow")
@@ -121,7 +118,7 @@ async fn slow_requests_are_logged_at_warn() {
 #[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir, &[("RUST_LOG", "info")]);
+    let mut server = start_server(&dir, &[("RUST_LOG", "info")]);
     assert_eq!(
         reqwest::get(format!("{}/health/live", server.base))
             .await

@@ -1,0 +1,34 @@
+# Shared by run_load.sh and soak.sh: seed a SQLite database, start the release binary on a
+# free port with a superuser, and log in. Sets: work, pid, base, ROSTER_TOKEN, LUA_DIR,
+# MAX_ID. Cleans up on exit.   start_seeded_server USERS
+command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+cargo build --release -q
+
+work="$(mktemp -d)"
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_seeded_server() {
+    local users="$1"
+    export DATABASE_URL="sqlite://$work/bench.db"
+    ./target/release/roster seed --users "$users" >/dev/null
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    base="http://127.0.0.1:$port"
+    # Default configuration, but one load generator is one client IP: per-IP limits would
+    # measure the limiter, not the service.
+    BIND_ADDR="127.0.0.1:$port" RATE_LIMIT_ENABLED=false \
+        FIRST_SUPERUSER_EMAIL=bench@example.com FIRST_SUPERUSER_PASSWORD=bench-password-1 \
+        ./target/release/roster serve >"$work/access.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 50); do curl -fs "$base/health/ready" >/dev/null && break; sleep 0.1; done
+    ROSTER_TOKEN=$(curl -fs -X POST "$base/api/v1/auth/login" -H 'content-type: application/json' \
+        -d '{"email":"bench@example.com","password":"bench-password-1"}' \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    # Seeded users are ids 1..USERS; the superuser logged in as comes after them and is
+    # never among the users the scenarios change.
+    # Seeded users are ids 1..USERS; the superuser the scenarios log in as comes after
+    # them, so no scenario deactivates or renames it.
+    export ROSTER_TOKEN LUA_DIR="$PWD/benches/load" MAX_ID="$users"
+}
