@@ -42,7 +42,10 @@ fn settings(url: &str) -> Settings {
 }
 
 async fn open(url: &str) -> Arc<dyn UserStore> {
-    let store = store::connect(&settings(url)).await.expect("store opens");
+    let settings = settings(url);
+    let store = store::connect(&settings.database_url, settings.db_pool_size)
+        .await
+        .expect("store opens");
     store.migrate().await.expect("migrations apply");
     store
 }

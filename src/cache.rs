@@ -17,7 +17,7 @@ use std::{
 use moka::future::Cache;
 
 use crate::{
-    config::Settings,
+    config::CacheSettings,
     domain::{DashboardStats, User, UserId},
     store::StoreError,
 };
@@ -114,7 +114,7 @@ where
                 load.await
             })
             .await
-            .map_err(|e| clone_store_error(&e))?;
+            .map_err(|e| (*e).clone())?;
         let lookup = if loaded_here.load(Ordering::Relaxed) {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             Lookup::Miss
@@ -147,21 +147,6 @@ where
     }
 }
 
-/// A shared load's error reaches every waiter; each gets its own copy.
-fn clone_store_error(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::EmailTaken => StoreError::EmailTaken,
-        StoreError::LastActiveSuperuser => StoreError::LastActiveSuperuser,
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::SchemaTooNew { found, known } => StoreError::SchemaTooNew {
-            found: *found,
-            known: *known,
-        },
-        StoreError::Other(m) => StoreError::Other(m.clone()),
-    }
-}
-
 pub struct Caches {
     enabled: bool,
     dashboard: CountedCache<u64, Arc<DashboardStats>>,
@@ -172,13 +157,13 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new(settings: &Settings) -> Self {
-        let enabled = settings.cache_enabled;
+    pub fn new(settings: &CacheSettings) -> Self {
+        let enabled = settings.enabled;
         Self {
             enabled,
-            dashboard: CountedCache::new(enabled, 4, settings.dashboard_cache_ttl),
+            dashboard: CountedCache::new(enabled, 4, settings.dashboard_ttl),
             dashboard_generation: AtomicU64::new(0),
-            users: CountedCache::new(enabled, settings.cache_max_entries, settings.user_cache_ttl),
+            users: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
             user_generations: (0..USER_GENERATION_STRIPES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),

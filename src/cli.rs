@@ -1,18 +1,16 @@
 //! The command line: `roster [serve|migrate|create-superuser|openapi]`.
 
-use std::{collections::HashMap, io::Write, sync::Arc, time::Duration};
+use std::{collections::HashMap, io::Write};
 
 use clap::{Parser, Subcommand};
 
 use crate::{
     api, app,
-    auth::{AuthService, PasswordHasher},
-    cache::Caches,
+    auth::PasswordHasher,
     config::Settings,
-    directory::Directory,
-    domain::{Email, Password},
     healthcheck,
     seed::{self, SeedOptions},
+    service::{Clock, ServiceError, Services},
     store, telemetry,
 };
 
@@ -130,25 +128,32 @@ fn probe(url: &str) -> Result<(), String> {
 
 async fn serve(settings: Settings) -> Result<(), String> {
     let bind_addr = settings.bind_addr;
-    let grace = settings.request_timeout + Duration::from_secs(1);
     // Bind first: a bootstrap admin whose password could not be shown would lock users out.
     let acceptor = app::bind(bind_addr)
         .await
         .map_err(|e| format!("cannot listen on {bind_addr}: {e}"))?;
-    let (state, bootstrap) = app::build_state(settings).await?;
-    let local = app::local_addr(&acceptor).unwrap_or(bind_addr);
-    if let Some(admin) = bootstrap {
+    let launched = app::launch(
+        settings,
+        acceptor,
+        app::LaunchOptions::default(),
+        shutdown_signal(),
+    )
+    .await?;
+    let local = launched.addr;
+    if let Some(admin) = &launched.bootstrap {
         println!(
             "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Log in at http://{local}/docs and change it.\n",
             admin.email, admin.password
         );
     }
-    tracing::info!(addr = %local, backend = state.store.backend(), "roster listening");
-    let endpoint = app::build_endpoint(state.clone());
-    app::serve(acceptor, endpoint, shutdown_signal(), grace)
+    let operations = &launched.state.services.operations;
+    tracing::info!(addr = %local, backend = operations.backend(), "roster listening");
+    launched
+        .server
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    state.store.close().await;
+    operations.close().await;
     tracing::info!("roster stopped");
     Ok(())
 }
@@ -176,7 +181,7 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(settings: Settings) -> Result<(), String> {
-    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    let store = open_store(&settings).await?;
     let report = store
         .migrate()
         .await
@@ -192,8 +197,14 @@ async fn migrate(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
+async fn open_store(settings: &Settings) -> Result<std::sync::Arc<dyn store::UserStore>, String> {
+    store::connect(&settings.database_url, settings.db_pool_size)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), String> {
-    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
+    let store = open_store(&settings).await?;
     store
         .migrate()
         .await
@@ -214,25 +225,30 @@ async fn create_superuser(
     email: &str,
     password: Option<String>,
 ) -> Result<(), String> {
-    let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
     let password = match password {
         Some(p) => p,
         None => rpassword::prompt_password("Password for the new superuser: ").map_err(|e| {
             format!("cannot read a password (use --password or ROSTER_PASSWORD): {e}")
         })?,
     };
-    let password = Password::parse(&password).map_err(|e| format!("password: {e}"))?;
-    let store = store::connect(&settings).await.map_err(|e| e.to_string())?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("migration failed: {e}"))?;
-    let directory = Arc::new(Directory::new(store.clone(), Caches::new(&settings)));
-    let auth = AuthService::new(&settings, store.clone(), directory.clone()).await?;
-    if app::create_superuser(&directory, &auth, email.clone(), &password).await? {
-        println!("Created superuser {email}.");
-        Ok(())
-    } else {
-        Err(format!("a user with email {email} already exists"))
+    let store = open_store(&settings).await?;
+    let services = Services::start(&settings, store, Clock::system()).await?;
+    let created = services.users.create_superuser(email, &password).await;
+    services.operations.close().await;
+    match created {
+        Ok(true) => {
+            println!("Created superuser {}.", email.trim());
+            Ok(())
+        }
+        Ok(false) => Err(format!("a user with email {} already exists", email.trim())),
+        Err(ServiceError::Invalid(errors)) => Err(errors
+            .iter()
+            .map(|e| match e.field.as_str() {
+                "email" => format!("--email: {}", e.message),
+                field => format!("{field}: {}", e.message),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -2,77 +2,94 @@
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-/// A secret string whose `Debug` output never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use crate::secret::Secret;
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Where an SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqliteLocation {
+    File(PathBuf),
+    Memory,
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-/// Where the data lives, chosen by the scheme of DATABASE_URL.
+/// Where the data lives, chosen by the scheme of DATABASE_URL. Only the backends compiled
+/// into this build exist, so a URL for a missing one is refused here, once, naming the
+/// cargo feature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
-    SqliteFile(PathBuf),
-    SqliteMemory,
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteLocation),
+    #[cfg(feature = "postgres")]
     Postgres(Secret),
 }
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://roster.db";
 
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         if let Some(rest) = raw.strip_prefix("sqlite:") {
-            if !cfg!(feature = "sqlite") {
-                return Err(
-                    "sqlite URLs need the `sqlite` cargo feature, which this build lacks".into(),
-                );
+            let location = if rest == ":memory:" || rest == "//:memory:" {
+                SqliteLocation::Memory
+            } else {
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() {
+                    return Err("sqlite URL has no file path (expected sqlite://PATH)".into());
+                }
+                SqliteLocation::File(PathBuf::from(path))
+            };
+            #[cfg(feature = "sqlite")]
+            return Ok(Self::Sqlite(location));
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = location;
+                return Err(not_compiled_in("sqlite"));
             }
-            if rest == ":memory:" || rest == "//:memory:" {
-                return Ok(Self::SqliteMemory);
-            }
-            let path = rest.strip_prefix("//").unwrap_or(rest);
-            let path = path.split('?').next().unwrap_or_default();
-            if path.is_empty() {
-                return Err("sqlite URL has no file path (expected sqlite://PATH)".into());
-            }
-            return Ok(Self::SqliteFile(PathBuf::from(path)));
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            if !cfg!(feature = "postgres") {
-                return Err("postgres URLs need the `postgres` cargo feature; rebuild with `--features postgres`".into());
-            }
+            #[cfg(feature = "postgres")]
             return Ok(Self::Postgres(Secret::new(raw)));
+            #[cfg(not(feature = "postgres"))]
+            return Err(not_compiled_in("postgres"));
         }
         Err(format!(
             "unknown scheme in `{}` (expected sqlite://PATH, sqlite::memory: or postgres://…)",
             raw.split("://").next().unwrap_or(raw)
         ))
     }
+}
 
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            Self::SqliteFile(_) | Self::SqliteMemory => "sqlite",
-            Self::Postgres(_) => "postgres",
-        }
-    }
+/// The one message for a backend this build lacks.
+#[allow(dead_code)] // unused when both backends are compiled in
+fn not_compiled_in(backend: &str) -> String {
+    format!(
+        "the {backend} backend is not compiled into this build; rebuild with `--features {backend}`"
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// CACHE_ENABLED, DASHBOARD_CACHE_TTL, USER_CACHE_TTL, CACHE_MAX_ENTRIES: what the caches
+/// need, and nothing else.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub dashboard_ttl: Duration,
+    pub user_ttl: Duration,
+    pub max_entries: u64,
+}
+
+/// RATE_LIMIT_ENABLED, RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST, LOGIN_RATE_LIMIT_PER_MINUTE.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub per_second: u32,
+    pub burst: u32,
+    pub login_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -90,16 +107,9 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
-    pub cache_enabled: bool,
-    pub cache_default_ttl: Duration,
-    pub dashboard_cache_ttl: Duration,
-    pub user_cache_ttl: Duration,
-    pub cache_max_entries: u64,
+    pub cache: CacheSettings,
     pub request_timeout: Duration,
-    pub rate_limit_enabled: bool,
-    pub rate_limit_per_second: u32,
-    pub rate_limit_burst: u32,
-    pub login_rate_limit_per_minute: u32,
+    pub rate_limit: RateLimitSettings,
     pub trust_proxy_headers: bool,
     pub max_body_bytes: usize,
     pub bulk_max_users: usize,
@@ -191,12 +201,6 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 impl Settings {
-    /// Loads `.env` when present, then reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigErrors> {
-        let _ = dotenvy::dotenv();
-        Self::from_lookup(&|name| std::env::var(name).ok())
-    }
-
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
         Self::from_lookup(&|name| vars.get(name).cloned())
     }
@@ -206,11 +210,14 @@ impl Settings {
             lookup,
             errors: Vec::new(),
         };
-        let database_url = r.parsed(
-            "DATABASE_URL",
-            DatabaseUrl::SqliteFile(PathBuf::from("roster.db")),
-            DatabaseUrl::parse,
-        );
+        let database_url = r.parsed("DATABASE_URL", None, |v| DatabaseUrl::parse(v).map(Some));
+        let database_url = match database_url {
+            Some(url) => Some(url),
+            None if r.raw("DATABASE_URL").is_some() => None, // already reported
+            None => DatabaseUrl::parse(DEFAULT_DATABASE_URL)
+                .map_err(|why| r.errors.push(format!("DATABASE_URL: not set, and {why}")))
+                .ok(),
+        };
         let bind_addr = r.parsed("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)), |v| {
             v.parse()
                 .map_err(|_| "expected HOST:PORT, e.g. 127.0.0.1:8000".to_string())
@@ -226,7 +233,6 @@ impl Settings {
         let access_token_ttl = r.seconds("ACCESS_TOKEN_TTL_SECS", 1800);
         let refresh_token_ttl = r.seconds("REFRESH_TOKEN_TTL_SECS", 1_209_600);
         let cache_enabled = r.flag("CACHE_ENABLED", true);
-        let cache_default_ttl = r.seconds("CACHE_DEFAULT_TTL", 300);
         let dashboard_cache_ttl = r.seconds("DASHBOARD_CACHE_TTL", 60);
         let user_cache_ttl = r.seconds("USER_CACHE_TTL", 300);
         let cache_max_entries = r.number("CACHE_MAX_ENTRIES", 100_000u64, 1);
@@ -274,9 +280,10 @@ impl Settings {
                 .push("ARGON2_MEMORY_KIB: must be at least 8 × ARGON2_PARALLELISM".into());
         }
 
-        if !r.errors.is_empty() {
-            return Err(ConfigErrors(r.errors));
-        }
+        let database_url = match database_url {
+            Some(url) if r.errors.is_empty() => url,
+            _ => return Err(ConfigErrors(r.errors)),
+        };
         Ok(Settings {
             database_url,
             bind_addr,
@@ -284,16 +291,19 @@ impl Settings {
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,
-            cache_enabled,
-            cache_default_ttl,
-            dashboard_cache_ttl,
-            user_cache_ttl,
-            cache_max_entries,
+            cache: CacheSettings {
+                enabled: cache_enabled,
+                dashboard_ttl: dashboard_cache_ttl,
+                user_ttl: user_cache_ttl,
+                max_entries: cache_max_entries,
+            },
             request_timeout,
-            rate_limit_enabled,
-            rate_limit_per_second,
-            rate_limit_burst,
-            login_rate_limit_per_minute,
+            rate_limit: RateLimitSettings {
+                enabled: rate_limit_enabled,
+                per_second: rate_limit_per_second,
+                burst: rate_limit_burst,
+                login_per_minute: login_rate_limit_per_minute,
+            },
             trust_proxy_headers,
             max_body_bytes,
             bulk_max_users,
@@ -322,7 +332,11 @@ mod tests {
     #[test]
     fn defaults_match_the_spec() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.database_url, DatabaseUrl::SqliteFile("roster.db".into()));
+        #[cfg(feature = "sqlite")]
+        assert_eq!(
+            s.database_url,
+            DatabaseUrl::Sqlite(SqliteLocation::File("roster.db".into()))
+        );
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.db_pool_size, 5);
         assert_eq!(s.access_token_ttl, Duration::from_secs(1800));
@@ -349,19 +363,20 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_urls_are_understood() {
         assert_eq!(
             DatabaseUrl::parse("sqlite::memory:").unwrap(),
-            DatabaseUrl::SqliteMemory
+            DatabaseUrl::Sqlite(SqliteLocation::Memory)
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite:///data/roster.db").unwrap(),
-            DatabaseUrl::SqliteFile("/data/roster.db".into())
+            DatabaseUrl::Sqlite(SqliteLocation::File("/data/roster.db".into()))
         );
         assert_eq!(
             DatabaseUrl::parse("sqlite://roster.db").unwrap(),
-            DatabaseUrl::SqliteFile("roster.db".into())
+            DatabaseUrl::Sqlite(SqliteLocation::File("roster.db".into()))
         );
     }
 
@@ -375,13 +390,13 @@ mod tests {
     #[test]
     fn a_postgres_url_without_the_feature_names_the_feature() {
         let err = DatabaseUrl::parse("postgres://localhost/roster").unwrap_err();
-        assert!(err.contains("`postgres` cargo feature"), "{err}");
+        assert!(err.contains("`--features postgres`"), "{err}");
     }
 
     #[cfg(not(feature = "sqlite"))]
     #[test]
     fn a_sqlite_url_without_the_feature_names_the_feature() {
         let err = DatabaseUrl::parse("sqlite://roster.db").unwrap_err();
-        assert!(err.contains("`sqlite` cargo feature"), "{err}");
+        assert!(err.contains("`--features sqlite`"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! `ApiError`: the one place where failures become HTTP responses.
+//! `ApiError`: the one place where failures (of the services, the store, poem's own parsing
+//! and routing) become HTTP statuses and the SPEC's JSON error body.
 
 use poem::{
     error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
@@ -15,16 +16,21 @@ use poem_openapi::{
 use serde_json::{Value, json};
 
 use crate::{
-    domain::FieldError, middleware::request_context::current_request_id, store::StoreError,
+    domain::{FieldError, MAX_PAGE_SIZE, SORT_KEYS},
+    request_context::current_request_id,
+    service::ServiceError,
+    store::StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
+    InvalidToken,
     Unauthorized,
     InvalidCredentials,
     Forbidden,
     InactiveUser,
+    EmailNotVerified,
     NotFound,
     MethodNotAllowed,
     EmailTaken,
@@ -39,13 +45,36 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [Self; 18] = [
+        Self::BadRequest,
+        Self::InvalidToken,
+        Self::Unauthorized,
+        Self::InvalidCredentials,
+        Self::Forbidden,
+        Self::InactiveUser,
+        Self::EmailNotVerified,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::EmailTaken,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::ValidationError,
+        Self::RateLimited,
+        Self::InternalError,
+        Self::ServiceUnavailable,
+        Self::RequestTimeout,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
+            Self::InvalidToken => "invalid_token",
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden => "forbidden",
             Self::InactiveUser => "inactive_user",
+            Self::EmailNotVerified => "email_not_verified",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EmailTaken => "email_taken",
@@ -62,9 +91,9 @@ impl ErrorCode {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadRequest | Self::InvalidToken => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::InactiveUser => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::InactiveUser | Self::EmailNotVerified => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken | Self::Conflict => StatusCode::CONFLICT,
@@ -320,15 +349,19 @@ impl ApiError {
 fn param_message(name: &str, reason: &str) -> String {
     match name {
         "page" => "must be an integer of at least 1".into(),
-        "size" => "must be an integer from 1 to 100".into(),
+        "size" => format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
         "is_active" | "is_superuser" => "must be true or false".into(),
         "created_after" | "created_before" => {
             "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z".into()
         }
-        "sort" => {
-            "must be one of created_at, -created_at, email, -email, full_name, -full_name, id, -id"
-                .into()
-        }
+        "sort" => format!(
+            "must be one of {}",
+            SORT_KEYS
+                .iter()
+                .flat_map(|k| [k.to_string(), format!("-{k}")])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         "format" => "must be csv or ndjson".into(),
         _ => clean_reason(reason),
     }
@@ -338,18 +371,50 @@ fn clean_reason(reason: &str) -> String {
     reason.trim().trim_end_matches('.').to_string()
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Invalid(errors) => Self::validation(&errors),
+            ServiceError::InvalidCredentials => Self::new(
+                ErrorCode::InvalidCredentials,
+                "Incorrect email or password.",
+            ),
+            ServiceError::Unauthenticated(message) => Self::unauthorized(message),
+            ServiceError::Forbidden(message) => Self::forbidden(message),
+            ServiceError::InactiveUser => {
+                Self::new(ErrorCode::InactiveUser, "This account is inactive.")
+            }
+            ServiceError::NotFound(message) => Self::not_found(message),
+            ServiceError::EmailTaken => Self::new(
+                ErrorCode::EmailTaken,
+                "A user with this email already exists.",
+            ),
+            ServiceError::EmailsTaken(emails) => Self::with_details(
+                ErrorCode::EmailTaken,
+                format!(
+                    "{} email(s) of the batch are already taken; nothing was created.",
+                    emails.len()
+                ),
+                json!({ "emails": emails }),
+            ),
+            ServiceError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
+            ServiceError::Store(err) => err.into(),
+            ServiceError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound => Self::not_found("User not found."),
+            StoreError::NotFound => Self::not_found(crate::service::USER_NOT_FOUND),
             StoreError::EmailTaken => Self::new(
                 ErrorCode::EmailTaken,
                 "A user with this email already exists.",
             ),
-            StoreError::LastActiveSuperuser => Self::new(
-                ErrorCode::Conflict,
-                "This change would leave the system without an active superuser.",
-            ),
+            StoreError::LastActiveSuperuser => {
+                Self::new(ErrorCode::Conflict, crate::service::LAST_SUPERUSER)
+            }
             StoreError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Self::new(
@@ -386,19 +451,60 @@ mod tests {
     }
 
     #[test]
-    fn every_code_maps_to_its_status() {
+    fn every_code_maps_to_the_spec_status_and_response_variant() {
+        let table = [
+            ("bad_request", 400),
+            ("invalid_token", 400),
+            ("unauthorized", 401),
+            ("invalid_credentials", 401),
+            ("forbidden", 403),
+            ("inactive_user", 403),
+            ("email_not_verified", 403),
+            ("not_found", 404),
+            ("method_not_allowed", 405),
+            ("email_taken", 409),
+            ("conflict", 409),
+            ("payload_too_large", 413),
+            ("unsupported_media_type", 415),
+            ("validation_error", 422),
+            ("rate_limited", 429),
+            ("internal_error", 500),
+            ("service_unavailable", 503),
+            ("request_timeout", 504),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            seen.insert(code.as_str());
+            let (_, status) = table
+                .iter()
+                .find(|(name, _)| *name == code.as_str())
+                .unwrap_or_else(|| panic!("{} is not in the SPEC table", code.as_str()));
+            assert_eq!(code.status().as_u16(), *status, "{}", code.as_str());
+            let error = ApiError::new(code, "x");
+            assert_eq!(error.body().error, code.as_str());
+            let response = poem::IntoResponse::into_response(error);
+            assert_eq!(response.status().as_u16(), *status, "{}", code.as_str());
+        }
+        assert_eq!(seen.len(), table.len(), "every SPEC code has an ErrorCode");
+    }
+
+    #[test]
+    fn service_errors_keep_their_meaning() {
+        let status = |e: ServiceError| ApiError::from(e).body().error.clone();
         assert_eq!(
-            ErrorCode::InvalidCredentials.status(),
-            StatusCode::UNAUTHORIZED
+            status(ServiceError::InvalidCredentials),
+            "invalid_credentials"
         );
-        assert_eq!(ErrorCode::InactiveUser.status(), StatusCode::FORBIDDEN);
+        assert_eq!(status(ServiceError::InactiveUser), "inactive_user");
         assert_eq!(
-            ErrorCode::RequestTimeout.status(),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            ApiError::new(ErrorCode::EmailTaken, "x").body().error,
+            status(ServiceError::EmailsTaken(vec!["a@b.c".into()])),
             "email_taken"
         );
+        assert_eq!(
+            status(ServiceError::Store(StoreError::Unavailable("x".into()))),
+            "service_unavailable"
+        );
+        assert_eq!(status(StoreError::LastActiveSuperuser.into()), "conflict");
+        assert_eq!(status(StoreError::NotFound.into()), "not_found");
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     api::dto::SortParam,
     auth::{AccessTokens, refresh_token_hash},
     domain::{Email, PageRequest, SortDirection, UserSort},
-    middleware::request_context::is_valid_request_id,
+    request_context::is_valid_request_id,
     store::like_pattern,
 };
 

@@ -1,17 +1,16 @@
-//! What every handler shares.
+//! What every handler shares: the services, and the operational parts the middleware uses.
 
 use std::{sync::Arc, time::Instant};
 
 use crate::{
-    auth::AuthService, config::Settings, directory::Directory, metrics::AppMetrics,
-    middleware::RateLimits, routes::RouteTable, store::UserStore,
+    config::Settings, metrics::AppMetrics, middleware::RateLimits, routes::RouteTable,
+    service::Services,
 };
 
 pub struct AppState {
+    /// Read by the middleware (timeouts, limits, proxy headers); rules live in `services`.
     pub settings: Settings,
-    pub store: Arc<dyn UserStore>,
-    pub directory: Arc<Directory>,
-    pub auth: AuthService,
+    pub services: Services,
     pub metrics: Arc<AppMetrics>,
     pub routes: Arc<RouteTable>,
     pub rate_limits: Arc<RateLimits>,

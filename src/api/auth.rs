@@ -1,20 +1,24 @@
+//! The Auth tag: login, refresh, logout, register.
+
 use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
 use super::{
-    ApiTags, JsonBody,
+    ApiTags, Created, JsonBody,
     dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserOut},
-    users::{Created, create_validated},
 };
-use crate::{
-    domain::Email,
-    error::{ApiError, ApiResult},
-    state::AppState,
-};
+use crate::{error::ApiResult, request_context::record_user_id, state::AppState};
 
 pub struct AuthApi;
+
+/// The routes sharing the stricter per-IP login bucket (LOGIN_RATE_LIMIT_PER_MINUTE).
+pub const LOGIN_BUCKET_PATHS: &[&str] = &[
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/auth/register",
+];
 
 #[derive(ApiResponse)]
 pub enum LoggedOut {
@@ -35,10 +39,13 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: JsonBody<LoginRequest>,
     ) -> ApiResult<Json<TokenResponse>> {
-        let email = Email::parse(&body.email)
-            .map_err(|m| ApiError::validation(&[crate::domain::FieldError::new("email", m)]))?;
-        let pair = state.auth.login(&email, &body.password).await?;
-        Ok(Json(pair.into()))
+        let issued = state
+            .services
+            .auth
+            .login(&body.email, &body.password)
+            .await?;
+        record_user_id(issued.user_id);
+        Ok(Json(issued.tokens.into()))
     }
 
     /// Refresh tokens
@@ -51,8 +58,9 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: JsonBody<RefreshRequest>,
     ) -> ApiResult<Json<TokenResponse>> {
-        let pair = state.auth.refresh(&body.refresh_token).await?;
-        Ok(Json(pair.into()))
+        let issued = state.services.auth.refresh(&body.refresh_token).await?;
+        record_user_id(issued.user_id);
+        Ok(Json(issued.tokens.into()))
     }
 
     /// Log out
@@ -64,7 +72,7 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: JsonBody<RefreshRequest>,
     ) -> ApiResult<LoggedOut> {
-        state.auth.logout(&body.refresh_token).await?;
+        state.services.auth.logout(&body.refresh_token).await?;
         Ok(LoggedOut::NoContent)
     }
 
@@ -78,12 +86,7 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: JsonBody<RegisterRequest>,
     ) -> ApiResult<Created<UserOut>> {
-        if !state.settings.allow_registration {
-            return Err(ApiError::forbidden(
-                "Self-registration is disabled on this server.",
-            ));
-        }
-        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
-        create_validated(&state, valid).await
+        let user = state.services.users.register(body.0.into()).await?;
+        Ok(Created::user(user))
     }
 }

@@ -1,10 +1,13 @@
+//! The Dashboard tag: aggregate figures.
+
 use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
+use super::BearerAuth;
 use super::{ApiTags, dto::DashboardStatsOut};
-use crate::{auth::BearerAuth, error::ApiResult, state::AppState};
+use crate::{error::ApiResult, state::AppState};
 
 pub struct DashboardApi;
 
@@ -33,8 +36,7 @@ impl DashboardApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
     ) -> ApiResult<StatsResponse> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let (stats, lookup) = state.directory.dashboard().await?;
+        let (stats, lookup) = state.services.users.dashboard(&auth.0).await?;
         Ok(StatsResponse::Ok(
             Json((*stats).clone().into()),
             lookup.as_header().into(),

@@ -1,14 +1,11 @@
-//! The JSON shapes of the API and their translation into domain types.
+//! The JSON shapes of the API and their translation into what the services take.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object, types::MaybeUndefined};
 
 use crate::{
-    auth::TokenPair,
-    domain::{
-        DashboardStats, Email, FieldError, FullName, Page, Password, SortDirection, SortField,
-        User, UserSort,
-    },
+    domain::{DashboardStats, Page, SortDirection, SortField, User, UserSort},
+    service::{ChangeRequest, TokenPair, UserDraft},
 };
 
 /// A user account. The password hash is never part of it.
@@ -251,143 +248,113 @@ impl From<DashboardStats> for DashboardStatsOut {
     }
 }
 
-/// Collects every broken rule of one input instead of stopping at the first.
-#[derive(Default)]
-pub struct Violations(pub Vec<FieldError>);
-
-impl Violations {
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        result
-            .map_err(|message| self.0.push(FieldError::new(field, message)))
-            .ok()
+fn maybe(value: &MaybeUndefined<String>) -> Option<Option<String>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v.clone())),
     }
+}
 
-    pub fn into_result<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, Vec<FieldError>> {
-        match (self.0.is_empty(), value()) {
-            (true, Some(v)) => Ok(v),
-            _ => Err(self.0),
+impl From<UserCreate> for UserDraft {
+    fn from(u: UserCreate) -> Self {
+        Self {
+            email: u.email,
+            password: u.password,
+            full_name: u.full_name,
+            is_active: u.is_active,
+            is_superuser: u.is_superuser,
         }
     }
 }
 
-/// A validated `UserCreate`, password not yet hashed.
-pub struct ValidUserCreate {
-    pub email: Email,
-    pub password: Password,
-    pub full_name: Option<FullName>,
-    pub is_active: bool,
-    pub is_superuser: bool,
-}
-
-impl UserCreate {
-    pub fn validate(&self) -> Result<ValidUserCreate, Vec<FieldError>> {
-        let mut v = Violations::default();
-        let email = v.check("email", Email::parse(&self.email));
-        let password = v.check("password", Password::parse(&self.password));
-        let full_name = v.check(
-            "full_name",
-            self.full_name.as_deref().map(FullName::parse).transpose(),
-        );
-        v.into_result(|| {
-            Some(ValidUserCreate {
-                email: email?,
-                password: password?,
-                full_name: full_name?,
-                is_active: self.is_active.unwrap_or(true),
-                is_superuser: self.is_superuser.unwrap_or(false),
-            })
-        })
-    }
-}
-
-impl RegisterRequest {
-    pub fn validate(&self) -> Result<ValidUserCreate, Vec<FieldError>> {
-        UserCreate {
-            email: self.email.clone(),
-            password: self.password.clone(),
-            full_name: self.full_name.clone(),
-            is_active: Some(true),
-            is_superuser: Some(false),
-        }
-        .validate()
-    }
-}
-
-/// Validated profile changes, password not yet hashed.
-#[derive(Default)]
-pub struct ValidChanges {
-    pub email: Option<Email>,
-    pub full_name: Option<Option<FullName>>,
-    pub password: Option<Password>,
-    pub is_active: Option<bool>,
-    pub is_superuser: Option<bool>,
-}
-
-/// The profile fields shared by both update bodies; a broken rule is recorded in `v`.
-fn profile_changes(
-    v: &mut Violations,
-    email: Option<&str>,
-    full_name: &MaybeUndefined<String>,
-    password: Option<&str>,
-) -> ValidChanges {
-    ValidChanges {
-        email: v
-            .check("email", email.map(Email::parse).transpose())
-            .flatten(),
-        full_name: match full_name {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(name) => v.check("full_name", FullName::parse(name)).map(Some),
-        },
-        password: v
-            .check("password", password.map(Password::parse).transpose())
-            .flatten(),
-        ..ValidChanges::default()
-    }
-}
-
-impl Violations {
-    fn finish<T>(self, value: T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.0)
+impl From<RegisterRequest> for UserDraft {
+    fn from(r: RegisterRequest) -> Self {
+        Self {
+            email: r.email,
+            password: r.password,
+            full_name: r.full_name,
+            is_active: None,
+            is_superuser: None,
         }
     }
 }
 
-impl UserUpdate {
-    pub fn validate(&self) -> Result<ValidChanges, Vec<FieldError>> {
-        let mut v = Violations::default();
-        let changes = profile_changes(
-            &mut v,
-            self.email.as_deref(),
-            &self.full_name,
-            self.password.as_deref(),
-        );
-        v.finish(ValidChanges {
-            is_active: self.is_active,
-            is_superuser: self.is_superuser,
-            ..changes
-        })
+impl From<UserUpdate> for ChangeRequest {
+    fn from(u: UserUpdate) -> Self {
+        Self {
+            email: u.email,
+            full_name: maybe(&u.full_name),
+            password: u.password,
+            current_password: None,
+            is_active: u.is_active,
+            is_superuser: u.is_superuser,
+        }
     }
 }
 
-impl MeUpdate {
-    pub fn validate(&self) -> Result<ValidChanges, Vec<FieldError>> {
-        let mut v = Violations::default();
-        let changes = profile_changes(
-            &mut v,
-            self.email.as_deref(),
-            &self.full_name,
-            self.password.as_deref(),
-        );
-        if self.password.is_some() && self.current_password.is_none() {
-            v.0.push(FieldError::new(
-                "current_password",
-                "is required to change the password",
-            ));
+impl From<MeUpdate> for ChangeRequest {
+    fn from(u: MeUpdate) -> Self {
+        Self {
+            email: u.email,
+            full_name: maybe(&u.full_name),
+            password: u.password,
+            current_password: u.current_password,
+            is_active: None,
+            is_superuser: None,
         }
-        v.finish(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::{
+        registry::Registry,
+        types::{ParseFromParameter, Type},
+    };
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::SORT_KEYS;
+
+    #[test]
+    fn the_sort_enum_offers_exactly_the_domain_keys() {
+        let mut registry = Registry::new();
+        SortParam::register(&mut registry);
+        let offered: Vec<String> = registry.schemas["SortParam"]
+            .enum_items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_string))
+            .collect();
+        let mut expected: Vec<String> = SORT_KEYS
+            .iter()
+            .flat_map(|k| [k.to_string(), format!("-{k}")])
+            .collect();
+        let mut sorted = offered.clone();
+        sorted.sort();
+        expected.sort();
+        assert_eq!(sorted, expected);
+    }
+
+    proptest! {
+        #[test]
+        fn sort_keys_round_trip(field in prop::sample::select(SORT_KEYS.to_vec()), desc: bool) {
+            let raw = if desc { format!("-{field}") } else { field.to_string() };
+            let sort = UserSort::from(SortParam::parse_from_parameter(&raw).unwrap());
+            prop_assert_eq!(sort.direction == SortDirection::Desc, desc);
+            let name = match sort.field {
+                SortField::CreatedAt => "created_at",
+                SortField::Email => "email",
+                SortField::FullName => "full_name",
+                SortField::Id => "id",
+            };
+            prop_assert_eq!(name, field);
+        }
+
+        #[test]
+        fn unknown_sort_keys_are_refused(raw in "[a-z_-]{0,20}") {
+            let name = raw.strip_prefix('-').unwrap_or(&raw);
+            prop_assert_eq!(SortParam::parse_from_parameter(&raw).is_ok(), SORT_KEYS.contains(&name));
+        }
     }
 }

@@ -8,7 +8,7 @@ use poem_openapi::{
 };
 
 use super::dto::{ExportFormat, UserOut};
-use crate::{domain::User, store::UserChunks};
+use crate::{domain::User, service::UserChunks};
 
 const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
 const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";

@@ -1,3 +1,5 @@
+//! The Health tag: liveness, readiness and the dependency report.
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -91,8 +93,8 @@ pub enum ProbeResponse {
 
 async fn probe_database(state: &AppState) -> (Result<(), String>, Duration) {
     let started = Instant::now();
-    let result = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.check_ready()).await
-    {
+    let check = state.services.operations.check_ready();
+    let result = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, check).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
@@ -104,15 +106,12 @@ async fn probe_database(state: &AppState) -> (Result<(), String>, Duration) {
 }
 
 async fn cache_check(state: &AppState) -> CacheCheck {
-    let caches = state.directory.caches();
-    let stats = caches
-        .dashboard_stats()
-        .await
-        .combine(caches.user_stats().await);
-    let listener = state.directory.listener_connected();
+    let figures = state.services.operations.cache_figures().await;
+    let stats = figures.dashboard.combine(figures.users);
+    let listener = figures.listener_connected;
     let status = match listener {
         Some(false) => "degraded".to_string(),
-        _ => enabled_status(caches.enabled()),
+        _ => enabled_status(figures.enabled),
     };
     let invalidation = match listener {
         Some(true) => "listening",
@@ -158,7 +157,7 @@ impl HealthApi {
                 database: DatabaseCheck {
                     status: if db.is_ok() { "healthy" } else { "unhealthy" }.into(),
                     latency_ms: latency.as_secs_f64() * 1000.0,
-                    backend: state.store.backend().into(),
+                    backend: state.services.operations.backend().into(),
                     error: db
                         .as_ref()
                         .err()

@@ -1,3 +1,5 @@
+//! The Metrics tag: pool and cache figures, and the Prometheus exposition.
+
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -7,7 +9,8 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use crate::{auth::BearerAuth, cache::CacheStats, error::ApiResult, state::AppState};
+use super::BearerAuth;
+use crate::{error::ApiResult, service::CacheStats, state::AppState};
 
 pub struct MetricsApi;
 
@@ -71,8 +74,7 @@ impl MetricsApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
     ) -> ApiResult<Json<DatabaseMetrics>> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let pool = state.store.pool_status();
+        let pool = state.services.operations.database_figures(&auth.0)?;
         Ok(Json(DatabaseMetrics {
             backend: pool.backend.into(),
             pool_size: pool.pool_size,
@@ -96,12 +98,11 @@ impl MetricsApi {
         state: Data<&Arc<AppState>>,
         auth: BearerAuth,
     ) -> ApiResult<Json<CacheMetrics>> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let caches = state.directory.caches();
+        let figures = state.services.operations.cache_figures_for(&auth.0).await?;
         Ok(Json(CacheMetrics {
-            enabled: caches.enabled(),
-            dashboard: caches.dashboard_stats().await.into(),
-            users: caches.user_stats().await.into(),
+            enabled: figures.enabled,
+            dashboard: figures.dashboard.into(),
+            users: figures.users.into(),
         }))
     }
 
@@ -112,13 +113,11 @@ impl MetricsApi {
     /// misses, pool gauges, `rate_limited_total`, `http_health_check_status`.
     #[oai(path = "/metrics", method = "get", operation_id = "prometheus_metrics")]
     async fn prometheus(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
-        let caches = state.directory.caches();
-        let cache_stats = [
-            ("dashboard", caches.dashboard_stats().await),
-            ("users", caches.user_stats().await),
-        ];
+        let operations = &state.services.operations;
+        let figures = operations.cache_figures().await;
+        let cache_stats = [("dashboard", figures.dashboard), ("users", figures.users)];
         PlainText(state.metrics.render(
-            &state.store.pool_status(),
+            &operations.pool_status(),
             &cache_stats,
             state.rate_limits.tracked_clients(),
         ))

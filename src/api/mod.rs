@@ -1,6 +1,7 @@
 //! The HTTP API: one module per tag, all typed so the OpenAPI spec is generated from the code.
 
 mod auth;
+mod bearer;
 mod dashboard;
 pub mod dto;
 mod export;
@@ -9,9 +10,16 @@ mod json_body;
 mod metrics;
 mod users;
 
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{
+    ApiResponse, OpenApiService, Tags,
+    payload::Json,
+    types::{ToJSON, Type},
+};
 
-pub use auth::AuthApi;
+use crate::domain::User;
+
+pub use auth::{AuthApi, LOGIN_BUCKET_PATHS};
+pub use bearer::BearerAuth;
 pub use dashboard::DashboardApi;
 pub use health::HealthApi;
 pub use json_body::JsonBody;
@@ -49,4 +57,18 @@ pub fn service() -> OpenApiService<RosterApi, ()> {
 /// The OpenAPI document, exactly as served at `/openapi.json`.
 pub fn spec_json() -> String {
     service().spec()
+}
+
+#[derive(ApiResponse)]
+pub enum Created<T: ToJSON + Type + Send + Sync> {
+    /// Created; `Location` is the new resource's URL.
+    #[oai(status = 201)]
+    Created(Json<T>, #[oai(header = "Location")] String),
+}
+
+impl Created<dto::UserOut> {
+    pub fn user(user: User) -> Self {
+        let location = format!("/api/v1/users/{}", user.id);
+        Self::Created(Json(user.into()), location)
+    }
 }

@@ -1,4 +1,6 @@
-use std::{collections::HashSet, sync::Arc};
+//! The Users tag: accounts, lists, bulk create, export.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -6,36 +8,23 @@ use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
-    types::{ToJSON, Type},
 };
 
 use super::{
-    ApiTags, JsonBody,
+    ApiTags, BearerAuth, Created, JsonBody,
     dto::{
         BulkCreate, BulkCreated, ExportFormat, MeUpdate, SortParam, UserCreate, UserOut, UserPage,
-        UserUpdate, ValidChanges, ValidUserCreate,
+        UserUpdate,
     },
     export,
 };
 use crate::{
-    auth::BearerAuth,
-    domain::{
-        DEFAULT_PAGE_SIZE, FieldError, NewUser, PageRequest, UserChanges, UserFilter, UserId,
-        UserQuery,
-    },
-    error::{ApiError, ApiResult, ErrorCode},
+    domain::{DEFAULT_PAGE_SIZE, PageRequest, UserFilter, UserQuery},
+    error::{ApiError, ApiResult},
     state::AppState,
-    store::StoreError,
 };
 
 pub struct UsersApi;
-
-#[derive(ApiResponse)]
-pub enum Created<T: ToJSON + Type + Send + Sync> {
-    /// Created; `Location` is the new resource's URL.
-    #[oai(status = 201)]
-    Created(Json<T>, #[oai(header = "Location")] String),
-}
 
 #[derive(ApiResponse)]
 pub enum UserResponse {
@@ -83,33 +72,6 @@ fn user_filter(
     }
 }
 
-/// Emails of a batch that are taken: by an existing user, or by an earlier item.
-async fn taken_emails(state: &AppState, emails: &[String]) -> ApiResult<Vec<String>> {
-    let existing = state.directory.existing_emails(emails).await?;
-    let mut seen = HashSet::new();
-    let mut reported = HashSet::new();
-    let mut taken = Vec::new();
-    for email in emails {
-        let folded = email.to_lowercase();
-        let repeated = !seen.insert(folded.clone());
-        if (repeated || existing.contains(email)) && reported.insert(folded) {
-            taken.push(email.clone());
-        }
-    }
-    Ok(taken)
-}
-
-fn email_taken(emails: Vec<String>) -> ApiError {
-    ApiError::with_details(
-        ErrorCode::EmailTaken,
-        format!(
-            "{} email(s) of the batch are already taken; nothing was created.",
-            emails.len()
-        ),
-        serde_json::json!({ "emails": emails }),
-    )
-}
-
 #[derive(ApiResponse)]
 pub enum BulkResponse {
     /// All users were created.
@@ -125,60 +87,12 @@ fn default_size() -> u64 {
     DEFAULT_PAGE_SIZE
 }
 
-pub(super) async fn create_validated(
-    state: &AppState,
-    valid: ValidUserCreate,
-) -> ApiResult<Created<UserOut>> {
-    let hashed_password = state.auth.hash_password(valid.password.expose()).await?;
-    let user = state
-        .directory
-        .create(NewUser {
-            email: valid.email,
-            full_name: valid.full_name,
-            hashed_password,
-            is_active: valid.is_active,
-            is_superuser: valid.is_superuser,
-            created_at: None,
-        })
-        .await?;
-    let location = format!("/api/v1/users/{}", user.id);
-    Ok(Created::Created(Json(user.into()), location))
-}
-
-async fn apply_changes(
-    state: &AppState,
-    id: UserId,
-    valid: ValidChanges,
-) -> ApiResult<Json<UserOut>> {
-    let hashed_password = match &valid.password {
-        Some(p) => Some(state.auth.hash_password(p.expose()).await?),
-        None => None,
-    };
-    let changes = UserChanges {
-        email: valid.email,
-        full_name: valid.full_name,
-        hashed_password,
-        is_active: valid.is_active,
-        is_superuser: valid.is_superuser,
-    };
-    let revokes_sessions = changes.revokes_sessions();
-    let user = state.directory.update(id, changes).await?;
-    if revokes_sessions {
-        state.auth.revoke_sessions(id).await?;
-    }
-    Ok(Json(user.into()))
-}
-
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
 impl UsersApi {
     /// Your account
     #[oai(path = "/me", method = "get", operation_id = "get_me")]
-    async fn get_me(
-        &self,
-        state: Data<&Arc<AppState>>,
-        auth: BearerAuth,
-    ) -> ApiResult<Json<UserOut>> {
-        Ok(Json(UserOut::from(&*state.auth.authenticate(&auth).await?)))
+    async fn get_me(&self, auth: BearerAuth) -> ApiResult<Json<UserOut>> {
+        Ok(Json(UserOut::from(&*auth.0.user)))
     }
 
     /// Update your account
@@ -193,19 +107,12 @@ impl UsersApi {
         auth: BearerAuth,
         body: JsonBody<MeUpdate>,
     ) -> ApiResult<Json<UserOut>> {
-        let me = state.auth.authenticate(&auth).await?;
-        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
-        if let Some(current) = &body.current_password {
-            let hash = state
-                .store
-                .get_password_hash(me.id)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized("Your account no longer exists."))?;
-            if !state.auth.hasher().verify(current, &hash).await {
-                return Err(ApiError::forbidden("The current password is wrong."));
-            }
-        }
-        apply_changes(&state, me.id, valid).await
+        let user = state
+            .services
+            .users
+            .update_me(&auth.0, body.0.into())
+            .await?;
+        Ok(Json(user.into()))
     }
 
     /// List users
@@ -238,7 +145,6 @@ impl UsersApi {
         created_before: Query<Option<DateTime<Utc>>>,
         #[oai(default)] sort: Query<SortParam>,
     ) -> ApiResult<Json<UserPage>> {
-        state.auth.authenticate_superuser(&auth).await?;
         let page = PageRequest::new(page.0, size.0).map_err(|e| ApiError::validation(&[e]))?;
         let query = UserQuery {
             filter: user_filter(
@@ -251,7 +157,9 @@ impl UsersApi {
             sort: sort.0.into(),
             page,
         };
-        Ok(Json(state.directory.list(&query).await?.into()))
+        Ok(Json(
+            state.services.users.list(&auth.0, &query).await?.into(),
+        ))
     }
 
     /// Create a user
@@ -264,9 +172,8 @@ impl UsersApi {
         auth: BearerAuth,
         body: JsonBody<UserCreate>,
     ) -> ApiResult<Created<UserOut>> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
-        create_validated(&state, valid).await
+        let user = state.services.users.create(&auth.0, body.0.into()).await?;
+        Ok(Created::user(user))
     }
 
     /// Create users in bulk
@@ -282,61 +189,12 @@ impl UsersApi {
         auth: BearerAuth,
         body: JsonBody<BulkCreate>,
     ) -> ApiResult<BulkResponse> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let max = state.settings.bulk_max_users;
-        if body.users.is_empty() || body.users.len() > max {
-            return Err(ApiError::validation(&[FieldError::new(
-                "users",
-                format!("must hold 1 to {max} users (got {})", body.users.len()),
-            )]));
-        }
-        let mut violations = Vec::new();
-        let mut valid = Vec::with_capacity(body.users.len());
-        for (index, item) in body.users.iter().enumerate() {
-            match item.validate() {
-                Ok(v) => valid.push(v),
-                Err(errors) => violations.extend(errors.into_iter().map(|e| e.at(index))),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::validation(&violations));
-        }
-        let emails: Vec<String> = valid.iter().map(|v| v.email.as_str().to_string()).collect();
-        let taken = taken_emails(&state, &emails).await?;
-        if !taken.is_empty() {
-            return Err(email_taken(taken));
-        }
-        let passwords = valid
-            .iter()
-            .map(|v| v.password.expose().to_string())
-            .collect();
-        let hashes = state
-            .auth
-            .hasher()
-            .hash_many(passwords)
-            .await
-            .map_err(ApiError::internal)?;
-        let new_users = valid
-            .into_iter()
-            .zip(hashes)
-            .map(|(v, hashed_password)| NewUser {
-                email: v.email,
-                full_name: v.full_name,
-                hashed_password,
-                is_active: v.is_active,
-                is_superuser: v.is_superuser,
-                created_at: None,
-            })
-            .collect();
-        match state.directory.create_many(new_users).await {
-            Ok(users) => Ok(BulkResponse::Created(Json(BulkCreated {
-                created: users.len() as u64,
-                items: users.into_iter().map(UserOut::from).collect(),
-            }))),
-            // Someone took an email between the check and the insert.
-            Err(StoreError::EmailTaken) => Err(email_taken(taken_emails(&state, &emails).await?)),
-            Err(e) => Err(e.into()),
-        }
+        let drafts = body.0.users.into_iter().map(Into::into).collect();
+        let users = state.services.users.create_many(&auth.0, drafts).await?;
+        Ok(BulkResponse::Created(Json(BulkCreated {
+            created: users.len() as u64,
+            items: users.into_iter().map(UserOut::from).collect(),
+        })))
     }
 
     /// Export users
@@ -362,7 +220,6 @@ impl UsersApi {
         created_before: Query<Option<DateTime<Utc>>>,
         #[oai(default)] sort: Query<SortParam>,
     ) -> ApiResult<export::ExportFile> {
-        state.auth.authenticate_superuser(&auth).await?;
         let query = UserQuery {
             filter: user_filter(
                 is_active.0,
@@ -375,7 +232,7 @@ impl UsersApi {
             page: PageRequest::new(1, 1).map_err(|e| ApiError::validation(&[e]))?,
         };
         Ok(export::ExportFile::new(
-            state.directory.export(&query),
+            state.services.users.export(&auth.0, &query)?,
             format.0,
         ))
     }
@@ -392,14 +249,7 @@ impl UsersApi {
         id: Path<i64>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> ApiResult<UserResponse> {
-        let caller = state.auth.authenticate(&auth).await?;
-        if !caller.is_superuser && caller.id != id.0 {
-            return Err(ApiError::forbidden("You may only read your own account."));
-        }
-        let user = match state.directory.user(id.0).await?.0 {
-            Some(user) => UserOut::from(&*user),
-            None => return Err(ApiError::not_found("User not found.")),
-        };
+        let user = UserOut::from(&*state.services.users.get(&auth.0, id.0).await?);
         let etag = user.etag();
         if if_none_match
             .0
@@ -424,9 +274,12 @@ impl UsersApi {
         id: Path<i64>,
         body: JsonBody<UserUpdate>,
     ) -> ApiResult<Json<UserOut>> {
-        state.auth.authenticate_superuser(&auth).await?;
-        let valid = body.validate().map_err(|e| ApiError::validation(&e))?;
-        apply_changes(&state, id.0, valid).await
+        let user = state
+            .services
+            .users
+            .update(&auth.0, id.0, body.0.into())
+            .await?;
+        Ok(Json(user.into()))
     }
 
     /// Delete a user
@@ -439,14 +292,7 @@ impl UsersApi {
         auth: BearerAuth,
         id: Path<i64>,
     ) -> ApiResult<Deleted> {
-        let caller = state.auth.authenticate_superuser(&auth).await?;
-        if caller.id == id.0 {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "You cannot delete your own account.",
-            ));
-        }
-        state.directory.delete(id.0).await?;
+        state.services.users.delete(&auth.0, id.0).await?;
         Ok(Deleted::NoContent)
     }
 }

@@ -1,3 +1,5 @@
+//! Email addresses: parsing untrusted input, and the one case fold.
+
 use std::fmt;
 
 use email_address::{EmailAddress, Options};
@@ -29,6 +31,19 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The one case fold of emails: uniqueness, lookups and duplicate checks compare these.
+/// Full Unicode lowercase, so `Ä@example.com` and `ä@example.com` are one address.
+pub fn fold_email(email: &str) -> String {
+    email.to_lowercase()
+}
+
+impl Email {
+    /// The folded form under which the address is unique.
+    pub fn key(&self) -> String {
+        fold_email(&self.0)
     }
 }
 

@@ -1,16 +1,19 @@
-//! Domain types: what the service knows about users, parsed from untrusted input.
+//! Domain types: what the service knows about users, parsed from untrusted input, and the
+//! pure rules over them. No I/O and no configuration here.
 
 mod email;
 mod password;
 mod query;
+mod rules;
 mod user;
 
-pub use email::Email;
+pub use email::{Email, fold_email};
 pub use password::Password;
 pub use query::{
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest, SortDirection, SortField, UserFilter,
-    UserQuery, UserSort,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest, SORT_KEYS, SortDirection, SortField,
+    UserFilter, UserQuery, UserSort,
 };
+pub use rules::{RefreshDecision, needs_another_active_superuser, refresh_decision};
 pub use user::{DashboardStats, FullName, NewUser, User, UserChanges, UserId, now_micros};
 
 /// A rule broken by one field of the input.

@@ -1,6 +1,10 @@
+//! Lists of users: filters, sort keys, and the one pagination arithmetic.
+
 use chrono::{DateTime, Utc};
 
 pub const MAX_PAGE_SIZE: u64 = 100;
+/// The sort keys of lists and exports; each also sorts descending with a leading `-`.
+pub const SORT_KEYS: [&str; 4] = ["created_at", "email", "full_name", "id"];
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 
 /// Filters of the user list and export; every one is applied in the database.
@@ -99,6 +103,18 @@ pub struct Page<T> {
     pub page: u64,
     pub size: u64,
     pub pages: u64,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, total: u64, request: &PageRequest) -> Self {
+        Self {
+            items,
+            total,
+            page: request.page,
+            size: request.size,
+            pages: request.page_count(total),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@ mod client_ip;
 mod limits;
 mod observe;
 pub mod rate_limit;
-pub mod request_context;
 
 pub use client_ip::client_ip;
 pub use limits::{BodyLimit, Timeout, timeout_message};

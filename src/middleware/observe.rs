@@ -12,11 +12,13 @@ use poem::{
 };
 use tracing::Instrument;
 
-use super::{
-    client_ip,
+use super::client_ip;
+use crate::{
+    error::ApiError,
+    metrics::AppMetrics,
     request_context::{self, RequestContext, is_valid_request_id},
+    routes::RouteTable,
 };
-use crate::{error::ApiError, metrics::AppMetrics, routes::RouteTable};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 

@@ -16,9 +16,9 @@ use governor::{
 };
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
 
-use super::request_context::current_client_ip;
+use crate::request_context::current_client_ip;
 use crate::{
-    config::Settings,
+    config::RateLimitSettings,
     error::{ApiError, ErrorCode},
     metrics::AppMetrics,
 };
@@ -26,11 +26,6 @@ use crate::{
 type KeyedLimiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
-const LOGIN_PATHS: [&str; 3] = [
-    "/api/v1/auth/login",
-    "/api/v1/auth/refresh",
-    "/api/v1/auth/register",
-];
 /// How often idle clients' state is dropped, so memory follows active clients only.
 const RETAIN_EVERY: Duration = Duration::from_secs(30);
 
@@ -40,6 +35,8 @@ pub struct RateLimits {
     api_bucket: u32,
     login: KeyedLimiter,
     login_bucket: u32,
+    /// The routes sharing the stricter bucket (the API layer names them).
+    login_paths: &'static [&'static str],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +73,19 @@ fn non_zero(n: u32) -> NonZeroU32 {
 }
 
 impl RateLimits {
-    pub fn new(settings: &Settings) -> Self {
-        let api_quota = Quota::per_second(non_zero(settings.rate_limit_per_second))
-            .allow_burst(non_zero(settings.rate_limit_burst));
-        let login_quota = Quota::per_minute(non_zero(settings.login_rate_limit_per_minute));
+    pub fn new(settings: &RateLimitSettings, login_paths: &'static [&'static str]) -> Self {
+        let api_quota =
+            Quota::per_second(non_zero(settings.per_second)).allow_burst(non_zero(settings.burst));
+        let login_quota = Quota::per_minute(non_zero(settings.login_per_minute));
         Self {
-            enabled: settings.rate_limit_enabled,
+            enabled: settings.enabled,
             api: DefaultKeyedRateLimiter::keyed(api_quota)
                 .with_middleware::<StateInformationMiddleware>(),
-            api_bucket: settings.rate_limit_burst.max(1),
+            api_bucket: settings.burst.max(1),
             login: DefaultKeyedRateLimiter::keyed(login_quota)
                 .with_middleware::<StateInformationMiddleware>(),
-            login_bucket: settings.login_rate_limit_per_minute.max(1),
+            login_bucket: settings.login_per_minute.max(1),
+            login_paths,
         }
     }
 
@@ -128,7 +126,7 @@ impl RateLimits {
             return None;
         }
         let api = Self::decide(&self.api, Bucket::Api, self.api_bucket, ip);
-        if !LOGIN_PATHS.contains(&path) || matches!(api, Verdict::Limited { .. }) {
+        if !self.login_paths.contains(&path) || matches!(api, Verdict::Limited { .. }) {
             return Some(api);
         }
         Some(Self::decide(
@@ -238,7 +236,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        RateLimits::new(&Settings::from_map(&map).unwrap())
+        RateLimits::new(
+            &crate::config::Settings::from_map(&map).unwrap().rate_limit,
+            &[
+                "/api/v1/auth/login",
+                "/api/v1/auth/refresh",
+                "/api/v1/auth/register",
+            ],
+        )
     }
 
     fn ip(n: u32) -> IpAddr {

@@ -1,4 +1,7 @@
-//! The versioned schema changes embedded in the binary, one list per backend.
+//! The versioned schema changes embedded in the binary, one list per backend, and the
+//! one rule for which of them a database still needs.
+
+use super::{MigrationReport, StoreError};
 
 pub struct Migration {
     pub version: i64,
@@ -29,6 +32,33 @@ pub fn latest_version(migrations: &[Migration]) -> i64 {
     migrations.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+/// The migrations a database at `current` still needs, in order; a schema newer than
+/// this binary is refused. Both backends apply the result in one transaction under
+/// their own lock and record each version as they go.
+pub fn pending(list: &[Migration], current: i64) -> Result<Vec<&Migration>, StoreError> {
+    let known = latest_version(list);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    let mut pending: Vec<&Migration> = list.iter().filter(|m| m.version > current).collect();
+    pending.sort_by_key(|m| m.version);
+    Ok(pending)
+}
+
+/// What a run did, once `applied` were applied.
+pub fn report(list: &[Migration], applied: Vec<i64>) -> MigrationReport {
+    MigrationReport {
+        applied,
+        current_version: latest_version(list),
+    }
+}
+
+/// The table both backends keep their applied versions in.
+pub const VERSION_TABLE: &str = "schema_migrations";
+
 #[cfg(feature = "postgres")]
 pub const POSTGRES: &[Migration] = &[
     Migration {
@@ -47,3 +77,39 @@ pub const POSTGRES: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0003_write_sequence.sql"),
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &[Migration] = &[
+        Migration {
+            version: 1,
+            name: "a",
+            sql: "",
+        },
+        Migration {
+            version: 2,
+            name: "b",
+            sql: "",
+        },
+    ];
+
+    #[test]
+    fn pending_lists_what_is_missing_and_refuses_newer_schemas() {
+        let versions = |current| -> Vec<i64> {
+            pending(LIST, current)
+                .unwrap()
+                .iter()
+                .map(|m| m.version)
+                .collect()
+        };
+        assert_eq!(versions(0), [1, 2]);
+        assert_eq!(versions(1), [2]);
+        assert!(versions(2).is_empty());
+        assert!(matches!(
+            pending(LIST, 3),
+            Err(StoreError::SchemaTooNew { found: 3, known: 2 })
+        ));
+    }
+}

@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    config::{DatabaseUrl, Settings},
+    config::DatabaseUrl,
     domain::{
-        DashboardStats, Email, NewUser, Page, SortDirection, SortField, User, UserChanges, UserId,
-        UserQuery, UserSort,
+        DashboardStats, Email, NewUser, Page, RefreshDecision, SortDirection, SortField, User,
+        UserChanges, UserId, UserQuery, UserSort,
     },
 };
 
@@ -61,7 +61,7 @@ pub const EXPORT_CHUNK_ROWS: usize = 500;
 /// Chunks produced ahead of the client: this bounds an export's memory.
 pub const EXPORT_CHUNKS_AHEAD: usize = 2;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -89,19 +89,24 @@ pub struct NewRefreshToken {
     pub token_hash: String,
     pub family_id: String,
     pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
 
-/// What presenting a refresh token found.
+/// What presenting a refresh token found (decided by `domain::refresh_decision`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshTokenUse {
     /// Valid and now spent; the caller issues the next token of the family.
     Consumed { user_id: UserId, family_id: String },
-    /// Already spent or revoked: a replay. The family is revoked by the store.
-    Replayed,
-    /// Unknown or expired.
-    Invalid,
+    /// Not spendable. On `Replayed` the store has revoked the token's family.
+    Refused(RefreshDecision),
 }
+
+/// The columns of a `User`, in the order both stores read them.
+pub const USER_COLUMNS: &str =
+    "id, email, full_name, is_active, is_superuser, created_at, updated_at";
+/// The unique index that makes emails unique; a violation of it is `EmailTaken`.
+pub const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolStatus {
@@ -182,28 +187,26 @@ pub trait UserStore: Send + Sync + 'static {
         token_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<RefreshTokenUse, StoreError>;
-    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError>;
-    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError>;
+    async fn revoke_refresh_family_of(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn revoke_user_refresh_tokens(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 }
 
-/// Opens the backend named by the URL's scheme.
-pub async fn connect(settings: &Settings) -> Result<Arc<dyn UserStore>, StoreError> {
-    match &settings.database_url {
+/// Opens the backend named by the URL's scheme (only compiled-in backends can be named).
+pub async fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Arc<dyn UserStore>, StoreError> {
+    Ok(match url {
         #[cfg(feature = "sqlite")]
-        DatabaseUrl::SqliteFile(_) | DatabaseUrl::SqliteMemory => Ok(Arc::new(
-            SqliteStore::open(&settings.database_url, settings.db_pool_size).await?,
-        )),
+        DatabaseUrl::Sqlite(location) => Arc::new(SqliteStore::open(location, pool_size).await?),
         #[cfg(feature = "postgres")]
-        DatabaseUrl::Postgres(url) => Ok(Arc::new(
-            PostgresStore::open(url.expose(), settings.db_pool_size).await?,
-        )),
-        #[allow(unreachable_patterns)]
-        other => Err(StoreError::Other(format!(
-            "the {} backend is not compiled into this build; rebuild with `--features {}`",
-            other.backend_name(),
-            other.backend_name()
-        ))),
-    }
+        DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::open(url.expose(), pool_size).await?),
+    })
 }
 
 /// Midnight UTC of `now`'s day, and seven days before it: the dashboard's windows.

@@ -13,21 +13,20 @@ use rusqlite::{
 use tokio::sync::Semaphore;
 
 use super::{
-    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
-    RefreshTokenUse, StoreError, UserChunks, UserCredentials, UserStore, dashboard_windows,
-    like_pattern,
-    migrations::{self, Migration},
+    EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken,
+    PoolStatus, RefreshTokenUse, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
+    dashboard_windows, like_pattern,
+    migrations::{self, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::{
-    config::DatabaseUrl,
+    config::SqliteLocation,
     domain::{
-        DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery, now_micros,
+        DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId,
+        UserQuery, needs_another_active_superuser, now_micros, refresh_decision,
     },
 };
 
-const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
-const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache per reader connection. Small: readers share the OS page cache, and a pool of
 /// large private caches would hold the same hot pages several times over.
@@ -96,16 +95,16 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 impl SqliteStore {
-    pub async fn open(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&url, pool_size))
+    pub async fn open(location: &SqliteLocation, pool_size: u32) -> Result<Self, StoreError> {
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&location, pool_size))
             .await
             .map_err(|e| StoreError::Other(format!("open task failed: {e}")))?
     }
 
-    fn open_blocking(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
-        let (manager, builder, writer_manager) = match url {
-            DatabaseUrl::SqliteFile(path) => {
+    fn open_blocking(location: &SqliteLocation, pool_size: u32) -> Result<Self, StoreError> {
+        let (manager, builder, writer_manager) = match location {
+            SqliteLocation::File(path) => {
                 // A direct open first, so a bad path fails at once with SQLite's own reason
                 // instead of after the pool's connection timeout.
                 let mut probe = Connection::open(path).map_err(|e| {
@@ -129,7 +128,7 @@ impl SqliteStore {
                 )
             }
             // One connection owns an in-memory database; it must never be recycled.
-            DatabaseUrl::SqliteMemory => (
+            SqliteLocation::Memory => (
                 SqliteConnectionManager::memory(),
                 Pool::builder()
                     .max_size(1)
@@ -138,9 +137,6 @@ impl SqliteStore {
                     .max_lifetime(None),
                 None,
             ),
-            DatabaseUrl::Postgres(_) => {
-                return Err(StoreError::Other("not a sqlite URL".into()));
-            }
         };
         let pool = builder
             .connection_timeout(Duration::from_secs(10))
@@ -264,40 +260,31 @@ fn apply_migrations(
     conn: &mut Connection,
     list: &[Migration],
 ) -> Result<MigrationReport, StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
              version    INTEGER PRIMARY KEY,
              name       TEXT    NOT NULL,
              applied_at INTEGER NOT NULL
-         )",
-    )?;
+         )"
+    ))?;
+    // IMMEDIATE: the write lock first, so two processes cannot both apply.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"),
         [],
         |r| r.get(0),
     )?;
-    let known = migrations::latest_version(list);
-    if current > known {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known,
-        });
-    }
     let mut applied = Vec::new();
-    for migration in list.iter().filter(|m| m.version > current) {
+    for migration in migrations::pending(list, current)? {
         tx.execute_batch(migration.sql)?;
         tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            params![migration.version, migration.name, micros(Utc::now())],
+            &format!("INSERT INTO {VERSION_TABLE} (version, name, applied_at) VALUES (?1, ?2, ?3)"),
+            params![migration.version, migration.name, micros(now_micros())],
         )?;
         applied.push(migration.version);
     }
     tx.commit()?;
-    Ok(MigrationReport {
-        applied,
-        current_version: known,
-    })
+    Ok(migrations::report(list, applied))
 }
 
 fn is_active_superuser(conn: &Connection, id: UserId) -> Result<bool, StoreError> {
@@ -678,9 +665,10 @@ impl UserStore for SqliteStore {
                 .optional()?
             };
             let user = updated.ok_or(StoreError::NotFound)?;
-            if was_active_superuser
-                && !(user.is_active && user.is_superuser)
-                && !any_active_superuser(&tx)?
+            if needs_another_active_superuser(
+                was_active_superuser,
+                user.is_active && user.is_superuser,
+            ) && !any_active_superuser(&tx)?
             {
                 return Err(StoreError::LastActiveSuperuser);
             }
@@ -697,7 +685,9 @@ impl UserStore for SqliteStore {
             if tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
                 return Err(StoreError::NotFound);
             }
-            if was_active_superuser && !any_active_superuser(&tx)? {
+            if needs_another_active_superuser(was_active_superuser, false)
+                && !any_active_superuser(&tx)?
+            {
                 return Err(StoreError::LastActiveSuperuser);
             }
             tx.commit()?;
@@ -752,14 +742,7 @@ impl UserStore for SqliteStore {
                 }
                 _ => Vec::new(),
             };
-            let total = count(total);
-            Ok(Page {
-                items,
-                total,
-                page: query.page.page,
-                size: query.page.size,
-                pages: query.page.page_count(total),
-            })
+            Ok(Page::new(items, count(total), &query.page))
         })
         .await
     }
@@ -805,7 +788,7 @@ impl UserStore for SqliteStore {
                     token.family_id,
                     token.user_id,
                     micros(token.expires_at),
-                    micros(Utc::now())
+                    micros(token.created_at)
                 ],
             )?;
             Ok(())
@@ -831,26 +814,29 @@ impl UserStore for SqliteStore {
                             r.get::<_, i64>(0)?,
                             r.get::<_, String>(1)?,
                             r.get::<_, UserId>(2)?,
-                            r.get::<_, i64>(3)?,
+                            timestamp(r, 3)?,
                             r.get::<_, bool>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((id, family_id, user_id, expires_at, spent)) = found else {
-                return Ok(RefreshTokenUse::Invalid);
-            };
-            let outcome = if spent {
-                tx.execute(
-                    "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
-                    params![micros(now), family_id],
-                )?;
-                RefreshTokenUse::Replayed
-            } else if expires_at <= micros(now) {
-                RefreshTokenUse::Invalid
-            } else {
-                tx.execute("UPDATE refresh_tokens SET used_at = ?1 WHERE id = ?2", params![micros(now), id])?;
-                RefreshTokenUse::Consumed { user_id, family_id }
+            let decision = refresh_decision(found.as_ref().map(|f| (f.4, f.3)), now);
+            let outcome = match (decision, found) {
+                (RefreshDecision::Spend, Some((id, family_id, user_id, ..))) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET used_at = ?1 WHERE id = ?2",
+                        params![micros(now), id],
+                    )?;
+                    RefreshTokenUse::Consumed { user_id, family_id }
+                }
+                (RefreshDecision::Replayed, Some((_, family_id, ..))) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                        params![micros(now), family_id],
+                    )?;
+                    RefreshTokenUse::Refused(RefreshDecision::Replayed)
+                }
+                (decision, _) => RefreshTokenUse::Refused(decision),
             };
             tx.commit()?;
             Ok(outcome)
@@ -858,25 +844,33 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
+    async fn revoke_refresh_family_of(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let token_hash = token_hash.to_string();
         self.run_write(move |conn| {
             conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = ?1
                  WHERE revoked_at IS NULL
                    AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?2)",
-                params![micros(Utc::now()), token_hash],
+                params![micros(now), token_hash],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
+    async fn revoke_user_refresh_tokens(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.run_write(move |conn| {
             conn.execute(
                 "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
-                params![micros(Utc::now()), user_id],
+                params![micros(now), user_id],
             )?;
             Ok(())
         })

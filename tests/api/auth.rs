@@ -160,7 +160,7 @@ backend_tests! {
         let app = TestApp::spawn(backend).await;
         let r = app.post("/api/v1/auth/register", None, json!({"email": "new@example.com", "password": "password-123"})).await;
         r.assert_error(403, "forbidden");
-        assert!(app.state.store.find_credentials_by_email(&roster::domain::Email::parse("new@example.com").unwrap()).await.unwrap().is_none());
+        assert!(app.store.find_credentials_by_email(&roster::domain::Email::parse("new@example.com").unwrap()).await.unwrap().is_none());
     }
 
     async fn registration_creates_an_active_non_superuser_when_allowed(backend) {

@@ -9,7 +9,7 @@ fn item(email: &str) -> Value {
 }
 
 async fn count(app: &TestApp) -> u64 {
-    app.state.store.count_users().await.unwrap()
+    app.store.count_users().await.unwrap()
 }
 
 backend_tests! {
@@ -81,7 +81,7 @@ backend_tests! {
         assert_eq!(r.body["details"]["emails"], json!(["EXISTS@example.com", "Twice@Example.com"]));
         assert_eq!(count(&app).await, 2);
         let fresh = roster::domain::Email::parse("fresh@example.com").unwrap();
-        assert!(app.state.store.find_credentials_by_email(&fresh).await.unwrap().is_none());
+        assert!(app.store.find_credentials_by_email(&fresh).await.unwrap().is_none());
     }
 
     async fn an_empty_or_oversized_batch_is_422(backend) {

@@ -1,18 +1,27 @@
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use roster::domain::{Email, NewUser};
 
 use crate::helpers::{TestApp, backend_tests};
 
 async fn seed(app: &TestApp, email: &str, active: bool, superuser: bool, age: Duration) {
-    app.state
-        .store
+    seed_at(app, email, active, superuser, Utc::now() - age).await
+}
+
+async fn seed_at(
+    app: &TestApp,
+    email: &str,
+    active: bool,
+    superuser: bool,
+    created_at: DateTime<Utc>,
+) {
+    app.store
         .create_user(NewUser {
             email: Email::parse(email).unwrap(),
             full_name: None,
             hashed_password: "x".into(),
             is_active: active,
             is_superuser: superuser,
-            created_at: Some(Utc::now() - age),
+            created_at: Some(created_at),
         })
         .await
         .unwrap();
@@ -20,24 +29,31 @@ async fn seed(app: &TestApp, email: &str, active: bool, superuser: bool, age: Du
 
 backend_tests! {
     async fn stats_count_every_group_in_utc_windows(backend) {
-        let app = TestApp::spawn(backend).await;
-        let since_midnight = Utc::now() - Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
-        seed(&app, "old@example.com", true, false, Duration::days(30)).await;
-        seed(&app, "week@example.com", false, false, since_midnight + Duration::days(6)).await;
-        seed(&app, "edge@example.com", true, true, since_midnight + Duration::days(8)).await;
-        seed(&app, "today@example.com", false, true, Duration::zero()).await;
+        // Five minutes past midnight UTC: "today" has barely begun, "yesterday" is close.
+        let now = DateTime::parse_from_rfc3339("2026-06-15T00:05:00Z").unwrap().to_utc();
+        let app = TestApp::spawn_at(backend, now).await;
+        seed_at(&app, "old@example.com", true, false, now - Duration::days(30)).await;
+        seed_at(&app, "week@example.com", false, false, now - Duration::days(6)).await;
+        // 2026-06-07T00:05: before the week window, which opens at 2026-06-08T00:00.
+        seed_at(&app, "edge@example.com", true, true, now - Duration::days(8)).await;
+        seed_at(&app, "today@example.com", false, true, now).await;
+        seed_at(&app, "yesterday@example.com", true, false, now - Duration::minutes(10)).await;
         let r = app.get("/api/v1/dashboard/stats", Some(app.admin())).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let s = &r.body;
-        // The configured admin was created today as an active superuser.
-        assert_eq!(s["total_users"], 5);
-        assert_eq!(s["active_users"], 3);
+        // The configured admin was created "now" as an active superuser.
+        assert_eq!(s["total_users"], 6);
+        assert_eq!(s["active_users"], 4);
         assert_eq!(s["inactive_users"], 2);
         assert_eq!(s["superusers"], 3);
         assert_eq!(s["new_users_today"], 2);
-        assert_eq!(s["new_users_week"], 3);
-        assert!(chrono::DateTime::parse_from_rfc3339(s["generated_at"].as_str().unwrap()).is_ok());
-        assert!(matches!(r.header("x-cache"), Some("HIT" | "MISS")));
+        assert_eq!(s["new_users_week"], 4);
+        let generated = DateTime::parse_from_rfc3339(s["generated_at"].as_str().unwrap()).unwrap();
+        assert_eq!(generated, now);
+        assert_eq!(r.header("x-cache"), Some("MISS"));
+        let again = app.get("/api/v1/dashboard/stats", Some(app.admin())).await;
+        assert_eq!(again.header("x-cache"), Some("HIT"));
+        assert_eq!(again.body, r.body);
     }
 
     async fn stats_need_a_superuser(backend) {

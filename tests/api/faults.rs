@@ -21,7 +21,7 @@ backend_tests! {
         for r in &read {
             assert_eq!(r.status, 200, "{}", r.text);
         }
-        assert_eq!(app.state.store.count_users().await.unwrap(), 401);
+        assert_eq!(app.store.count_users().await.unwrap(), 401);
     }
 }
 

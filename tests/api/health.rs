@@ -10,7 +10,7 @@ backend_tests! {
         assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
         assert!(b["uptime_seconds"].as_f64().unwrap() >= 0.0);
         assert_eq!(b["checks"]["database"]["status"], "healthy");
-        assert_eq!(b["checks"]["database"]["backend"], app.state.store.backend());
+        assert_eq!(b["checks"]["database"]["backend"], app.store.backend());
         assert!(b["checks"]["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
         let hit_rate = b["checks"]["cache"]["hit_rate"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&hit_rate));
@@ -30,7 +30,7 @@ backend_tests! {
         let app = TestApp::spawn(backend).await;
         let r = app.get("/api/v1/metrics/database", Some(app.admin())).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        assert_eq!(r.body["backend"], app.state.store.backend());
+        assert_eq!(r.body["backend"], app.store.backend());
         assert_eq!(r.body["pool_size"], 5);
         let total = r.body["total_connections"].as_u64().unwrap();
         assert_eq!(r.body["checked_in"].as_u64().unwrap() + r.body["checked_out"].as_u64().unwrap(), total);

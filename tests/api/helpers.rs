@@ -5,9 +5,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use poem::Route;
 use reqwest::{Method, header::HeaderMap};
 use roster::{
-    app::{self, BootstrapAdmin},
+    app::{self, BootstrapAdmin, LaunchOptions},
     config::Settings,
-    state::AppState,
+    service::Clock,
     store::UserStore,
 };
 use serde_json::{Value, json};
@@ -120,14 +120,15 @@ fn with_database(base: &str, database: &str) -> String {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub state: Arc<AppState>,
+    /// The store under the app (wrapped as the test asked), to check what was written.
+    pub store: Arc<dyn UserStore>,
     pub bootstrap: Option<BootstrapAdmin>,
     pub database: Arc<TestDatabase>,
     pub backend: Backend,
     vars: HashMap<String, String>,
     admin_token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for TestApp {
@@ -218,21 +219,48 @@ impl TestApp {
 
     /// With configuration `overrides` (see `spawn_custom`).
     pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
-        Self::spawn_custom(backend, overrides, |store| store, Route::new()).await
+        Self::start(
+            backend,
+            TestDatabase::fresh(backend).await,
+            Self::vars(overrides),
+            LaunchOptions::default(),
+        )
+        .await
     }
 
     /// A second server over the same database, as after a restart.
     pub async fn restart(&self) -> Self {
-        Self::start(self.backend, self.database.clone(), self.vars.clone()).await
+        Self::start(
+            self.backend,
+            self.database.clone(),
+            self.vars.clone(),
+            LaunchOptions::default(),
+        )
+        .await
     }
 
     /// Like `spawn_with`, with the store wrapped by `wrap` (to observe or break it).
     pub async fn spawn_wrapped(
         backend: Backend,
         overrides: &[(&str, &str)],
-        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
+        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore> + Send + 'static,
     ) -> Self {
         Self::spawn_custom(backend, overrides, wrap, Route::new()).await
+    }
+
+    /// Like `spawn_with`, with the service's clock fixed at `now`.
+    pub async fn spawn_at(backend: Backend, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let options = LaunchOptions {
+            clock: Clock::fixed(now),
+            ..LaunchOptions::default()
+        };
+        Self::start(
+            backend,
+            TestDatabase::fresh(backend).await,
+            Self::vars(&[]),
+            options,
+        )
+        .await
     }
 
     /// The most general form: wrapped store and extra routes inside every middleware layer.
@@ -240,9 +268,25 @@ impl TestApp {
     pub async fn spawn_custom(
         backend: Backend,
         overrides: &[(&str, &str)],
-        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
+        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore> + Send + 'static,
         extra_routes: Route,
     ) -> Self {
+        let options = LaunchOptions {
+            wrap_store: Some(Box::new(wrap)),
+            extra_routes,
+            ..LaunchOptions::default()
+        };
+        Self::start(
+            backend,
+            TestDatabase::fresh(backend).await,
+            Self::vars(overrides),
+            options,
+        )
+        .await
+    }
+
+    /// The test configuration with `overrides` applied (an empty value unsets).
+    pub fn vars(overrides: &[(&str, &str)]) -> HashMap<String, String> {
         let mut vars = default_vars();
         for (k, v) in overrides {
             if v.is_empty() {
@@ -251,65 +295,58 @@ impl TestApp {
                 vars.insert(k.to_string(), v.to_string());
             }
         }
-        let database = TestDatabase::fresh(backend).await;
-        Self::start_custom(backend, database, vars, wrap, extra_routes).await
+        vars
     }
 
-    async fn start(
-        backend: Backend,
-        database: Arc<TestDatabase>,
-        vars: HashMap<String, String>,
-    ) -> Self {
-        Self::start_custom(backend, database, vars, |store| store, Route::new()).await
-    }
-
-    async fn start_custom(
+    /// Starts a server over `database` through the same `app::launch` as `roster serve`.
+    pub async fn start(
         backend: Backend,
         database: Arc<TestDatabase>,
         mut vars: HashMap<String, String>,
-        wrap: impl FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>,
-        extra_routes: Route,
+        mut options: LaunchOptions,
     ) -> Self {
         vars.insert("DATABASE_URL".into(), database.url.clone());
         let settings = Settings::from_map(&vars).expect("test settings are valid");
-        let store = roster::store::connect(&settings)
-            .await
-            .expect("store opens");
-        let (state, bootstrap) = app::build_state_with_store(settings, wrap(store))
-            .await
-            .expect("app state builds");
+        let store_handle: Arc<std::sync::Mutex<Option<Arc<dyn UserStore>>>> = Arc::default();
+        let wrap = options.wrap_store.take();
+        let keep = store_handle.clone();
+        options.wrap_store = Some(Box::new(move |store| {
+            let store = match wrap {
+                Some(wrap) => wrap(store),
+                None => store,
+            };
+            *keep.lock().unwrap() = Some(store.clone());
+            store
+        }));
         let acceptor = app::bind("127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind");
-        let addr = app::local_addr(&acceptor).expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let endpoint = app::build_endpoint_with(state.clone(), extra_routes);
-        let server = tokio::spawn(async move {
-            let _ = app::serve(
-                acceptor,
-                endpoint,
-                async {
-                    let _ = rx.await;
-                },
-                Duration::from_secs(5),
-            )
-            .await;
-        });
+        let launched = app::launch(settings, acceptor, options, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("app starts");
+        let store = store_handle
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the store was opened");
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
         let mut app = Self {
-            base: format!("http://{addr}"),
+            base: format!("http://{}", launched.addr),
             client,
-            state,
-            bootstrap,
+            store,
+            bootstrap: launched.bootstrap,
             database,
             backend,
             vars,
             admin_token: None,
             shutdown: Some(tx),
-            server: Some(server),
+            server: Some(launched.server),
         };
         if app.vars.contains_key("FIRST_SUPERUSER_EMAIL") {
             app.admin_token = Some(
@@ -323,7 +360,7 @@ impl TestApp {
     }
 
     /// Starts a graceful shutdown, as SIGTERM does; returns the server task to await.
-    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

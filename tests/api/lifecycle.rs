@@ -1,6 +1,6 @@
 //! Start-up: the bootstrap admin, migrations across restarts.
 
-use roster::{app, config::Settings};
+use roster::app::LaunchOptions;
 use serde_json::json;
 
 use crate::helpers::{TestApp, TestDatabase, backend_tests};
@@ -17,7 +17,7 @@ backend_tests! {
         // A restart over the same, no longer empty, database creates nobody.
         let again = app.restart().await;
         assert!(again.bootstrap.is_none());
-        assert_eq!(again.state.store.count_users().await.unwrap(), 1);
+        assert_eq!(again.store.count_users().await.unwrap(), 1);
     }
 
     async fn a_configured_first_superuser_replaces_the_bootstrap_admin(backend) {
@@ -30,31 +30,23 @@ backend_tests! {
     async fn restarts_keep_data_and_migrations_are_idempotent(backend) {
         let app = TestApp::spawn(backend).await;
         let created = app.create_user("keep@example.com", "password-123", false).await;
-        let report = app.state.store.migrate().await.unwrap();
+        let report = app.store.migrate().await.unwrap();
         assert!(report.applied.is_empty(), "nothing left to apply: {report:?}");
         let again = app.restart().await;
         let r = again.get(&format!("/api/v1/users/{}", created["id"]), Some(again.admin())).await;
         assert_eq!(r.body, created);
-        assert_eq!(again.state.store.count_users().await.unwrap(), 2);
+        assert_eq!(again.store.count_users().await.unwrap(), 2);
         let login = again.post("/api/v1/auth/login", None, json!({"email": "keep@example.com", "password": "password-123"})).await;
         assert_eq!(login.status, 200);
     }
 
     async fn two_instances_starting_at_once_on_an_empty_database_migrate_once(backend) {
         let database = TestDatabase::fresh(backend).await;
-        let settings = || {
-            let vars = [
-                ("DATABASE_URL", database.url.as_str()),
-                ("ARGON2_MEMORY_KIB", "8"),
-                ("ARGON2_ITERATIONS", "1"),
-                ("FIRST_SUPERUSER_EMAIL", "root@example.com"),
-                ("FIRST_SUPERUSER_PASSWORD", "admin-password-1"),
-            ];
-            Settings::from_map(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
-        };
-        let (a, b) = tokio::join!(app::build_state(settings()), app::build_state(settings()));
-        let (a, _) = a.expect("first instance starts");
-        let (b, _) = b.expect("second instance starts");
+        let vars = TestApp::vars(&[]);
+        let (a, b) = tokio::join!(
+            TestApp::start(backend, database.clone(), vars.clone(), LaunchOptions::default()),
+            TestApp::start(backend, database.clone(), vars, LaunchOptions::default())
+        );
         assert!(a.store.migrate().await.unwrap().applied.is_empty());
         assert!(b.store.migrate().await.unwrap().applied.is_empty());
         // Both agreed on one signing key and one superuser.

@@ -162,10 +162,18 @@ impl UserStore for ObservedStore {
     ) -> Result<RefreshTokenUse, StoreError> {
         self.inner.use_refresh_token(token_hash, now).await
     }
-    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
-        self.inner.revoke_refresh_family_of(token_hash).await
+    async fn revoke_refresh_family_of(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.revoke_refresh_family_of(token_hash, now).await
     }
-    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
-        self.inner.revoke_user_refresh_tokens(user_id).await
+    async fn revoke_user_refresh_tokens(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.revoke_user_refresh_tokens(user_id, now).await
     }
 }

@@ -20,7 +20,8 @@ fn panics() -> &'static str {
 
 fn observed(
     calls: &Arc<Calls>,
-) -> impl FnOnce(Arc<dyn roster::store::UserStore>) -> Arc<dyn roster::store::UserStore> {
+) -> impl FnOnce(Arc<dyn roster::store::UserStore>) -> Arc<dyn roster::store::UserStore> + Send + 'static
+{
     let calls = calls.clone();
     move |inner| Arc::new(ObservedStore { inner, calls })
 }
@@ -67,7 +68,7 @@ backend_tests! {
         })
         .await;
         assert!(landed, "the cut-off write never became visible");
-        let stored = app.state.store.get_user(id).await.unwrap().unwrap();
+        let stored = app.store.get_user(id).await.unwrap().unwrap();
         assert_eq!(stored.full_name.as_deref(), Some("Finished"));
     }
 
@@ -149,7 +150,7 @@ backend_tests! {
             .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)));
         app.send_raw(chunked).await.assert_error(413, "payload_too_large");
-        assert_eq!(app.state.store.count_users().await.unwrap(), 1);
+        assert_eq!(app.store.count_users().await.unwrap(), 1);
         let small = json!({"email": "small@example.com", "password": "password-123"});
         assert_eq!(app.post("/api/v1/users", Some(app.admin()), small).await.status, 201);
         let small_chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(br#"{"email": "chunked@example.com", "#.to_vec()), Ok(br#""password": "password-123"}"#.to_vec())];
@@ -211,7 +212,7 @@ backend_tests! {
         assert!(text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/api/v1/users/{id}",le="0.005"}"#));
         assert!(has(r#"cache_misses_total{cache="dashboard"} 1"#));
         assert!(has(r#"cache_hits_total{cache="dashboard"} 1"#));
-        assert!(text.lines().any(|l| l.starts_with(&format!("db_pool_size{{backend=\"{}\"}} 5", app.state.store.backend()))));
+        assert!(text.lines().any(|l| l.starts_with(&format!("db_pool_size{{backend=\"{}\"}} 5", app.store.backend()))));
         assert!(text.lines().any(|l| l.starts_with("db_pool_connections{")));
         assert!(has("http_health_check_status 1"));
     }
@@ -226,7 +227,7 @@ backend_tests! {
         let server = app.shutdown();
         let response = in_flight.await.unwrap().expect("the in-flight request completes");
         assert_eq!(response.status(), 200);
-        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops").unwrap().expect("served without error");
         let fresh = reqwest::Client::new().get(app.url("/health/live")).send().await;
         assert!(fresh.is_err(), "new connections are refused after shutdown");
     }

@@ -42,15 +42,15 @@ backend_tests! {
     async fn create_with_a_taken_email_in_any_case_is_409_and_writes_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         app.create_user("dup@example.com", "password-123", false).await;
-        let before = app.state.store.count_users().await.unwrap();
+        let before = app.store.count_users().await.unwrap();
         let r = app.post("/api/v1/users", Some(app.admin()), json!({"email": "DUP@example.COM", "password": "password-123"})).await;
         r.assert_error(409, "email_taken");
-        assert_eq!(app.state.store.count_users().await.unwrap(), before);
+        assert_eq!(app.store.count_users().await.unwrap(), before);
     }
 
     async fn create_reports_every_invalid_field_and_writes_nothing(backend) {
         let app = TestApp::spawn(backend).await;
-        let before = app.state.store.count_users().await.unwrap();
+        let before = app.store.count_users().await.unwrap();
         let r = app.post("/api/v1/users", Some(app.admin()), json!({
             "email": "no-at-sign", "password": "short", "full_name": "x".repeat(256)
         })).await;
@@ -62,7 +62,7 @@ backend_tests! {
         let long_email = format!("{}@example.com", "a".repeat(250));
         let r = app.post("/api/v1/users", Some(app.admin()), json!({"email": long_email, "password": "x".repeat(129)})).await;
         assert_eq!(r.error_fields(), ["email", "password"]);
-        assert_eq!(app.state.store.count_users().await.unwrap(), before);
+        assert_eq!(app.store.count_users().await.unwrap(), before);
     }
 
     async fn passwords_of_8_and_128_characters_are_accepted(backend) {
@@ -94,9 +94,9 @@ backend_tests! {
         app.patch(&format!("/api/v1/users/{me}"), Some(&token), json!({"is_superuser": true})).await.assert_error(403, "forbidden");
         app.delete(&format!("/api/v1/users/{other}"), Some(&token)).await.assert_error(403, "forbidden");
         app.get("/api/v1/dashboard/stats", Some(&token)).await.assert_error(403, "forbidden");
-        let still = app.state.store.get_user(other).await.unwrap().unwrap();
+        let still = app.store.get_user(other).await.unwrap().unwrap();
         assert_eq!(still.full_name, None);
-        assert!(!app.state.store.get_user(me).await.unwrap().unwrap().is_superuser);
+        assert!(!app.store.get_user(me).await.unwrap().unwrap().is_superuser);
         let own = app.get(&format!("/api/v1/users/{me}"), Some(&token)).await;
         assert_eq!(own.status, 200);
         assert_eq!(own.body["email"], "pleb@example.com");
@@ -111,14 +111,15 @@ backend_tests! {
         let app = TestApp::spawn(backend).await;
         let (id, token) = app.regular_user("me@example.com").await;
         let r = app.patch("/api/v1/users/me", Some(&token), json!({
-            "full_name": "Me Myself", "email": "me2@example.com", "is_superuser": true, "is_active": false
+            "full_name": "Me Myself", "email": "me2@example.com", "current_password": "user-password-1",
+            "is_superuser": true, "is_active": false
         })).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.body["full_name"], "Me Myself");
         assert_eq!(r.body["email"], "me2@example.com");
         assert_eq!(r.body["is_superuser"], false);
         assert_eq!(r.body["is_active"], true);
-        let stored = app.state.store.get_user(id).await.unwrap().unwrap();
+        let stored = app.store.get_user(id).await.unwrap().unwrap();
         assert!(!stored.is_superuser && stored.is_active);
         assert!(stored.updated_at > stored.created_at);
         let cleared = app.patch("/api/v1/users/me", Some(&token), json!({"full_name": null})).await;
@@ -146,7 +147,24 @@ backend_tests! {
     async fn me_patch_to_a_taken_email_is_409(backend) {
         let app = TestApp::spawn(backend).await;
         let (_, token) = app.regular_user("mine@example.com").await;
-        app.patch("/api/v1/users/me", Some(&token), json!({"email": ADMIN_EMAIL.to_uppercase()})).await.assert_error(409, "email_taken");
+        app.patch("/api/v1/users/me", Some(&token), json!({"email": ADMIN_EMAIL.to_uppercase(), "current_password": "user-password-1"})).await.assert_error(409, "email_taken");
+    }
+
+    async fn me_email_change_needs_the_right_current_password(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (id, token) = app.regular_user("mail@example.com").await;
+        let r = app.patch("/api/v1/users/me", Some(&token), json!({"email": "moved@example.com"})).await;
+        r.assert_error(422, "validation_error");
+        assert_eq!(r.error_fields(), ["current_password"]);
+        app.patch("/api/v1/users/me", Some(&token), json!({"email": "moved@example.com", "current_password": "wrong-one-1"})).await
+            .assert_error(403, "forbidden");
+        assert_eq!(app.store.get_user(id).await.unwrap().unwrap().email, "mail@example.com");
+        // The same address in another case is no change of address.
+        let same = app.patch("/api/v1/users/me", Some(&token), json!({"email": "MAIL@example.com"})).await;
+        assert_eq!(same.status, 200, "{}", same.text);
+        let ok = app.patch("/api/v1/users/me", Some(&token), json!({"email": "moved@example.com", "current_password": "user-password-1"})).await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        assert_eq!(app.store.get_user(id).await.unwrap().unwrap().email, "moved@example.com");
     }
 
     async fn superuser_patch_updates_fields_and_clears_the_name(backend) {
@@ -174,17 +192,17 @@ backend_tests! {
         let r = app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await;
         assert_eq!(r.status, 204);
         assert!(r.text.is_empty());
-        assert!(app.state.store.get_user(id).await.unwrap().is_none());
+        assert!(app.store.get_user(id).await.unwrap().is_none());
         app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await.assert_error(404, "not_found");
         let email = Email::parse("bye@example.com").unwrap();
-        assert!(app.state.store.find_credentials_by_email(&email).await.unwrap().is_none());
+        assert!(app.store.find_credentials_by_email(&email).await.unwrap().is_none());
     }
 
     async fn a_superuser_cannot_delete_themself(backend) {
         let app = TestApp::spawn(backend).await;
         let me = app.get("/api/v1/users/me", Some(app.admin())).await.body["id"].as_i64().unwrap();
         app.delete(&format!("/api/v1/users/{me}"), Some(app.admin())).await.assert_error(409, "conflict");
-        assert!(app.state.store.get_user(me).await.unwrap().is_some());
+        assert!(app.store.get_user(me).await.unwrap().is_some());
     }
 
     async fn no_change_may_leave_the_system_without_an_active_superuser(backend) {
@@ -193,14 +211,14 @@ backend_tests! {
         let path = format!("/api/v1/users/{me}");
         app.patch(&path, Some(app.admin()), json!({"is_superuser": false})).await.assert_error(409, "conflict");
         app.patch(&path, Some(app.admin()), json!({"is_active": false})).await.assert_error(409, "conflict");
-        let still = app.state.store.get_user(me).await.unwrap().unwrap();
+        let still = app.store.get_user(me).await.unwrap().unwrap();
         assert!(still.is_active && still.is_superuser);
         // With a second active superuser the first may step down, and then the second may not.
         let second = app.create_user("second@example.com", "password-123", true).await["id"].as_i64().unwrap();
         let second_token = app.token_for("second@example.com", "password-123").await;
         assert_eq!(app.patch(&path, Some(app.admin()), json!({"is_superuser": false})).await.status, 200);
         app.patch(&format!("/api/v1/users/{second}"), Some(&second_token), json!({"is_active": false})).await.assert_error(409, "conflict");
-        assert!(app.state.store.get_user(second).await.unwrap().unwrap().is_active);
+        assert!(app.store.get_user(second).await.unwrap().unwrap().is_active);
     }
 
     async fn deleting_the_last_other_active_superuser_is_409(backend) {
@@ -210,9 +228,9 @@ backend_tests! {
         let other_token = app.token_for("other-admin@example.com", "password-123").await;
         // The configured admin steps down; `other` is now the only active superuser.
         assert_eq!(app.patch(&format!("/api/v1/users/{me}"), Some(app.admin()), json!({"is_superuser": false})).await.status, 200);
-        let me_again = app.state.store.get_user(me).await.unwrap().unwrap();
+        let me_again = app.store.get_user(me).await.unwrap().unwrap();
         assert!(!me_again.is_superuser);
         app.delete(&format!("/api/v1/users/{other}"), Some(&other_token)).await.assert_error(409, "conflict");
-        assert!(app.state.store.get_user(other).await.unwrap().is_some());
+        assert!(app.store.get_user(other).await.unwrap().is_some());
     }
 }

@@ -19,8 +19,7 @@ async fn seed(
     superuser: bool,
     created: &str,
 ) -> i64 {
-    app.state
-        .store
+    app.store
         .create_user(NewUser {
             email: Email::parse(email).unwrap(),
             full_name: full_name.map(|n| FullName::parse(n).unwrap()),
@@ -215,7 +214,7 @@ backend_tests! {
         assert_eq!(emails(&list(&app, &q("Zoë Ünï")).await), ["zoe@example.com"]);
         assert_eq!(emails(&list(&app, &q("zoë")).await), ["zoe@example.com"], "ASCII letters fold case");
         assert_eq!(list(&app, &q("'; DROP TABLE users; --")).await["total"], 0);
-        assert_eq!(app.state.store.count_users().await.unwrap(), 7);
+        assert_eq!(app.store.count_users().await.unwrap(), 7);
     }
 
     async fn created_at_sorts_break_ties_by_id_in_the_same_direction(backend) {

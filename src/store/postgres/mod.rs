@@ -1,4 +1,5 @@
-//! The production backend: sqlx on PostgreSQL.
+//! The production backend: sqlx on PostgreSQL. Cross-instance cache coherence lives in
+//! `listener`.
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -7,37 +8,32 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use sqlx::{
     AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row,
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 use tracing::Instrument;
 
+mod listener;
+
+use listener::{
+    CURRENT_WAIT, LISTENER_APPLICATION_NAME, Watermark, latest_write, notify_users, run_listener,
+};
+
 use super::{
-    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, Invalidation, InvalidationHandler, ListenerHealth,
-    MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
-    UserCredentials, UserStore, dashboard_windows, like_pattern,
-    migrations::{self, Migration},
+    EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, InvalidationHandler,
+    ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError,
+    USER_COLUMNS, UserChunks, UserCredentials, UserStore, dashboard_windows, like_pattern,
+    migrations::{self, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::domain::{
-    DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery, now_micros,
+    DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId, UserQuery,
+    needs_another_active_superuser, now_micros, refresh_decision,
 };
 
-const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, created_at, updated_at";
-const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
 /// that could remove the last active superuser.
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_0001;
 const SUPERUSER_LOCK: i64 = 0x526f_7374_6572_0002;
-const INVALIDATION_CHANNEL: &str = "roster_cache";
-/// PostgreSQL caps NOTIFY payloads at 8000 bytes; longer lists become "everything".
-const MAX_NOTIFY_PAYLOAD: usize = 7_900;
-const LISTENER_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(5);
-const LISTENER_APPLICATION_NAME: &str = "roster-cache-listener";
-/// How long a cached read waits for outstanding notifications before reading the database.
-const CURRENT_WAIT: Duration = Duration::from_millis(50);
-/// A write number missing this long belongs to a rolled-back write.
-const GAP_EXPIRY: Duration = Duration::from_secs(2);
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -130,43 +126,35 @@ async fn apply_migrations(
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
              version    BIGINT      PRIMARY KEY,
              name       TEXT        NOT NULL,
              applied_at TIMESTAMPTZ NOT NULL
-         )",
-    )
+         )"
+    )))
     .execute(&mut *tx)
     .await?;
-    let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
-    let known = migrations::latest_version(list);
-    if current > known {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known,
-        });
-    }
+    let current: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT COALESCE(MAX(version), 0)::BIGINT FROM {VERSION_TABLE}"
+    )))
+    .fetch_one(&mut *tx)
+    .await?;
     let mut applied = Vec::new();
-    for migration in list.iter().filter(|m| m.version > current) {
+    for migration in migrations::pending(list, current)? {
         sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())",
-        )
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {VERSION_TABLE} (version, name, applied_at) VALUES ($1, $2, $3)"
+        )))
         .bind(migration.version)
         .bind(migration.name)
+        .bind(now_micros())
         .execute(&mut *tx)
         .await?;
         applied.push(migration.version);
     }
     tx.commit().await?;
-    Ok(MigrationReport {
-        applied,
-        current_version: known,
-    })
+    Ok(migrations::report(list, applied))
 }
 
 async fn is_active_superuser(tx: &mut sqlx::PgConnection, id: UserId) -> Result<bool, StoreError> {
@@ -193,179 +181,6 @@ async fn ensure_active_superuser_remains(tx: &mut sqlx::PgConnection) -> Result<
         Ok(())
     } else {
         Err(StoreError::LastActiveSuperuser)
-    }
-}
-
-/// Tells every instance which users a write touched. Sent inside the write's transaction:
-/// PostgreSQL delivers it at commit, and never for a rolled-back write.
-async fn notify_users(tx: &mut sqlx::PgConnection, ids: &[UserId]) -> Result<(), StoreError> {
-    let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-    let mut payload = format!("users:{}", list.join(","));
-    if payload.len() > MAX_NOTIFY_PAYLOAD {
-        payload = "everything".into();
-    }
-    // The sequence number is drawn last, just before commit, so numbers follow commits
-    // closely; a rolled-back write leaves a gap that `Watermark` learns to skip.
-    sqlx::query("SELECT pg_notify($1, 'seq:' || nextval('roster_write_seq') || ':' || $2)")
-        .bind(INVALIDATION_CHANNEL)
-        .bind(payload)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-/// The highest write number drawn so far (0 before the first).
-async fn latest_write(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let latest: i64 = sqlx::query_scalar(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM roster_write_seq",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(u64::try_from(latest).unwrap_or(0))
-}
-
-/// Which write numbers this instance has applied: every one up to `applied`, and some
-/// beyond it (notifications arrive in commit order, numbers are drawn slightly earlier).
-#[derive(Default)]
-struct Watermark {
-    applied: u64,
-    ahead: std::collections::BTreeSet<u64>,
-    /// First seen behind `latest` at this time; a gap that old is a rolled-back write.
-    behind_since: Option<(u64, std::time::Instant)>,
-}
-
-impl Watermark {
-    fn reset(&mut self, to: u64) {
-        self.applied = to;
-        self.ahead.clear();
-        self.behind_since = None;
-    }
-
-    fn record(&mut self, seq: u64) {
-        if seq > self.applied {
-            self.ahead.insert(seq);
-        }
-        self.advance();
-    }
-
-    fn advance(&mut self) {
-        while self.ahead.remove(&(self.applied + 1)) {
-            self.applied += 1;
-        }
-    }
-
-    /// Whether everything up to `latest` is applied; skips gaps older than `GAP_EXPIRY`.
-    fn covers(&mut self, latest: u64) -> bool {
-        if self.applied >= latest {
-            self.behind_since = None;
-            return true;
-        }
-        match self.behind_since {
-            Some((target, since)) if since.elapsed() >= GAP_EXPIRY => {
-                self.applied = self.applied.max(target);
-                self.ahead.retain(|s| *s > target);
-                self.advance();
-                self.behind_since = None;
-                self.applied >= latest
-            }
-            Some(_) => false,
-            None => {
-                self.behind_since = Some((latest, std::time::Instant::now()));
-                false
-            }
-        }
-    }
-}
-
-/// `seq:N:users:1,2` → (N, the users).
-fn parse_notification(payload: &str) -> (Option<u64>, Invalidation) {
-    let Some(rest) = payload.strip_prefix("seq:") else {
-        return (None, parse_invalidation(payload));
-    };
-    match rest.split_once(':') {
-        Some((seq, what)) => (seq.parse().ok(), parse_invalidation(what)),
-        None => (None, Invalidation::Everything),
-    }
-}
-
-fn parse_invalidation(payload: &str) -> Invalidation {
-    match payload.strip_prefix("users:") {
-        Some(ids) => {
-            let parsed: Result<Vec<UserId>, _> = ids
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::parse)
-                .collect();
-            parsed.map_or(Invalidation::Everything, Invalidation::Users)
-        }
-        None if payload == "dashboard" => Invalidation::Dashboard,
-        None => Invalidation::Everything,
-    }
-}
-
-/// Keeps one LISTEN connection open for as long as `handler` wants events, reconnecting
-/// with backoff; every (re)connection first drops all caches, since notifications sent
-/// while disconnected are lost.
-async fn run_listener(
-    listener_pool: PgPool,
-    pool: PgPool,
-    handler: InvalidationHandler,
-    health: Arc<ListenerHealth>,
-    watermark: Arc<std::sync::Mutex<Watermark>>,
-) {
-    let mut backoff = LISTENER_BACKOFF_MIN;
-    loop {
-        let connected = async {
-            let mut listener = PgListener::connect_with(&listener_pool).await?;
-            listener.listen(INVALIDATION_CHANNEL).await?;
-            // Writes committed before LISTEN are in the database and the caches are about
-            // to be cleared; later ones will be notified.
-            let latest = latest_write(&pool).await?;
-            Ok::<_, sqlx::Error>((listener, latest))
-        }
-        .await;
-        match connected {
-            Ok((mut listener, latest)) => {
-                if let Ok(mut w) = watermark.lock() {
-                    w.reset(latest);
-                }
-                health.set_connected(true);
-                backoff = LISTENER_BACKOFF_MIN;
-                if !handler(Invalidation::Everything) {
-                    return;
-                }
-                tracing::info!("cache invalidation listener connected");
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => {
-                            let (seq, invalidation) = parse_notification(notification.payload());
-                            if !handler(invalidation) {
-                                return;
-                            }
-                            if let (Some(seq), Ok(mut w)) = (seq, watermark.lock()) {
-                                w.record(seq);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cache invalidation listener failed");
-                            break;
-                        }
-                    }
-                }
-                health.set_connected(false);
-                tracing::warn!("cache invalidation listener disconnected; reconnecting");
-                if !handler(Invalidation::Everything) {
-                    return;
-                }
-            }
-            Err(e) => {
-                health.set_connected(false);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cache invalidation listener cannot connect");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(LISTENER_BACKOFF_MAX);
-            }
-        }
     }
 }
 
@@ -713,7 +528,8 @@ impl UserStore for PostgresStore {
             .await?
         };
         let user = user_from_row(&row.ok_or(StoreError::NotFound)?)?;
-        if was_active_superuser && !(user.is_active && user.is_superuser) {
+        if needs_another_active_superuser(was_active_superuser, user.is_active && user.is_superuser)
+        {
             ensure_active_superuser_remains(&mut tx).await?;
         }
         notify_users(&mut tx, &[id]).await?;
@@ -731,7 +547,7 @@ impl UserStore for PostgresStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        if was_active_superuser {
+        if needs_another_active_superuser(was_active_superuser, false) {
             ensure_active_superuser_remains(&mut tx).await?;
         }
         notify_users(&mut tx, &[id]).await?;
@@ -781,14 +597,7 @@ impl UserStore for PostgresStore {
             _ => Vec::new(),
         };
         tx.commit().await?;
-        let total = count(total);
-        Ok(Page {
-            items,
-            total,
-            page: query.page.page,
-            size: query.page.size,
-            pages: query.page.page_count(total),
-        })
+        Ok(Page::new(items, count(total), &query.page))
     }
 
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
@@ -821,12 +630,13 @@ impl UserStore for PostgresStore {
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, now())",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token.token_hash)
         .bind(token.family_id)
         .bind(token.user_id)
         .bind(token.expires_at)
+        .bind(token.created_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -845,93 +655,69 @@ impl UserStore for PostgresStore {
         .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(RefreshTokenUse::Invalid);
+        let found = match &row {
+            Some(row) => Some((
+                row.try_get::<i64, _>("id")?,
+                row.try_get::<String, _>("family_id")?,
+                row.try_get::<UserId, _>("user_id")?,
+                row.try_get::<DateTime<Utc>, _>("expires_at")?,
+                row.try_get::<bool, _>("spent")?,
+            )),
+            None => None,
         };
-        let id: i64 = row.try_get("id")?;
-        let family_id: String = row.try_get("family_id")?;
-        let user_id: UserId = row.try_get("user_id")?;
-        let expires_at: DateTime<Utc> = row.try_get("expires_at")?;
-        let spent: bool = row.try_get("spent")?;
-        let outcome = if spent {
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(&family_id)
-                .execute(&mut *tx)
-                .await?;
-            RefreshTokenUse::Replayed
-        } else if expires_at <= now {
-            RefreshTokenUse::Invalid
-        } else {
-            sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            RefreshTokenUse::Consumed { user_id, family_id }
+        let decision = refresh_decision(found.as_ref().map(|f| (f.4, f.3)), now);
+        let outcome = match (decision, found) {
+            (RefreshDecision::Spend, Some((id, family_id, user_id, ..))) => {
+                sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                RefreshTokenUse::Consumed { user_id, family_id }
+            }
+            (RefreshDecision::Replayed, Some((_, family_id, ..))) => {
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(&family_id)
+                    .execute(&mut *tx)
+                    .await?;
+                RefreshTokenUse::Refused(RefreshDecision::Replayed)
+            }
+            (decision, _) => RefreshTokenUse::Refused(decision),
         };
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn revoke_refresh_family_of(&self, token_hash: &str) -> Result<(), StoreError> {
+    async fn revoke_refresh_family_of(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = now()
+            "UPDATE refresh_tokens SET revoked_at = $2
              WHERE revoked_at IS NULL
                AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
         )
         .bind(token_hash)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn revoke_user_refresh_tokens(&self, user_id: UserId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+    async fn revoke_user_refresh_tokens(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_watermark_advances_only_over_contiguous_writes() {
-        let mut w = Watermark::default();
-        w.reset(10);
-        w.record(12);
-        assert!(!w.covers(12), "11 has not been applied");
-        w.record(11);
-        assert!(w.covers(12));
-        w.record(9);
-        assert_eq!(w.applied, 12);
-    }
-
-    #[test]
-    fn an_old_gap_is_a_rolled_back_write() {
-        let mut w = Watermark::default();
-        w.record(2);
-        assert!(!w.covers(2));
-        w.behind_since = w
-            .behind_since
-            .map(|(target, since)| (target, since - GAP_EXPIRY));
-        assert!(w.covers(2));
-    }
-
-    #[test]
-    fn notifications_carry_their_write_number() {
-        assert_eq!(
-            parse_notification("seq:7:users:1,2"),
-            (Some(7), Invalidation::Users(vec![1, 2]))
-        );
-        assert_eq!(
-            parse_notification("seq:8:everything"),
-            (Some(8), Invalidation::Everything)
-        );
-        assert_eq!(parse_notification("garbage").1, Invalidation::Everything);
     }
 }

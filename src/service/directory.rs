@@ -1,19 +1,19 @@
-//! Users as the API sees them: the store behind the caches, every write invalidating what
-//! it touched. Handlers and the auth service go through here, never around it.
+//! The store behind the caches: cached reads, and writes that invalidate what they touched
+//! once committed. The services read and write users through here, never around it.
 
 use std::sync::Arc;
 
+use super::Clock;
 use crate::{
     cache::{Caches, Lookup},
-    domain::{
-        DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery, now_micros,
-    },
+    domain::{DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery},
     store::{Invalidation, InvalidationHandler, ListenerHealth, StoreError, UserChunks, UserStore},
 };
 
 pub struct Directory {
     store: Arc<dyn UserStore>,
     caches: Arc<Caches>,
+    clock: Clock,
     /// Set when other instances' writes reach this one's caches (PostgreSQL).
     listener: Option<Arc<ListenerHealth>>,
 }
@@ -29,7 +29,7 @@ async fn to_completion<T: Send + 'static>(
 }
 
 impl Directory {
-    pub fn new(store: Arc<dyn UserStore>, caches: Caches) -> Self {
+    pub fn new(store: Arc<dyn UserStore>, caches: Caches, clock: Clock) -> Self {
         let caches = Arc::new(caches);
         let listener = caches.enabled().then(|| {
             let weak = Arc::downgrade(&caches);
@@ -49,6 +49,7 @@ impl Directory {
         Self {
             store,
             caches,
+            clock,
             listener: listener.flatten(),
         }
     }
@@ -94,11 +95,11 @@ impl Directory {
 
     pub async fn dashboard(&self) -> Result<(Arc<DashboardStats>, Lookup), StoreError> {
         if !self.caches_usable().await {
-            let stats = self.store.dashboard_stats(now_micros()).await?;
+            let stats = self.store.dashboard_stats(self.clock.now()).await?;
             return Ok((Arc::new(stats), Lookup::Miss));
         }
         self.caches
-            .dashboard(self.store.dashboard_stats(now_micros()))
+            .dashboard(self.store.dashboard_stats(self.clock.now()))
             .await
     }
 

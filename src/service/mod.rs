@@ -1,0 +1,122 @@
+//! The rules of Roster, and the only holder of the store. Handlers parse a request, call
+//! one method here and shape its answer; every business rule (who may do what, what a
+//! valid change is, when sessions end, what a write invalidates) is decided in this layer.
+//! Errors are `ServiceError`, which knows nothing of HTTP.
+
+mod auth;
+mod directory;
+mod error;
+mod input;
+mod operations;
+mod users;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+/// What the API shapes into responses, named here so it need not reach below the services.
+pub use crate::{
+    cache::{CacheStats, Lookup},
+    store::UserChunks,
+};
+pub use auth::{AuthService, Issued, TokenPair};
+pub use error::{LAST_SUPERUSER, ServiceError, ServiceResult, USER_NOT_FOUND};
+pub use input::{ChangeRequest, UserDraft};
+pub use operations::{CacheFigures, Operations};
+pub use users::{BootstrapAdmin, UserService};
+
+use crate::{
+    cache::Caches,
+    config::Settings,
+    domain::{User, UserId, now_micros},
+    store::UserStore,
+};
+
+/// Where the service reads the time; tests fix it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Self(Arc::new(now_micros))
+    }
+
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(move || at))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+/// The authenticated user a request acts for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: Arc<User>,
+}
+
+impl Caller {
+    pub fn id(&self) -> UserId {
+        self.user.id
+    }
+
+    /// The one superuser guard.
+    pub fn require_superuser(&self) -> ServiceResult<()> {
+        if self.user.is_superuser {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden("This action needs a superuser."))
+        }
+    }
+}
+
+/// Everything the API calls.
+pub struct Services {
+    pub users: UserService,
+    pub auth: Arc<AuthService>,
+    pub operations: Operations,
+}
+
+impl Services {
+    /// Applies migrations, loads the signing key and connects the cache invalidation
+    /// listener.
+    pub async fn start(
+        settings: &Settings,
+        store: Arc<dyn UserStore>,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("migration failed: {e}"))?;
+        let directory = Arc::new(directory::Directory::new(
+            store.clone(),
+            Caches::new(&settings.cache),
+            clock.clone(),
+        ));
+        if !directory.wait_for_listener(LISTENER_START_WAIT).await {
+            tracing::warn!(
+                "cache invalidation listener not connected yet; serving, it keeps retrying"
+            );
+        }
+        let auth = Arc::new(
+            AuthService::new(settings, store.clone(), directory.clone(), clock.clone()).await?,
+        );
+        let users = UserService::new(
+            settings,
+            store.clone(),
+            directory.clone(),
+            auth.clone(),
+            clock,
+        );
+        let operations = Operations::new(store, directory);
+        Ok(Self {
+            users,
+            auth,
+            operations,
+        })
+    }
+}
+
+const LISTENER_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

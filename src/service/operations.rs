@@ -1,0 +1,70 @@
+//! What operators read: database and pool health, cache figures, the listener's state.
+
+use std::sync::Arc;
+
+use super::{Caller, ServiceResult, directory::Directory};
+use crate::{
+    cache::CacheStats,
+    store::{PoolStatus, StoreError, UserStore},
+};
+
+pub struct Operations {
+    store: Arc<dyn UserStore>,
+    directory: Arc<Directory>,
+}
+
+/// Both caches' figures and whether caching is on.
+pub struct CacheFigures {
+    pub enabled: bool,
+    pub dashboard: CacheStats,
+    pub users: CacheStats,
+    /// `None` where no listener is needed (SQLite, or caching off); else whether it is
+    /// connected.
+    pub listener_connected: Option<bool>,
+}
+
+impl Operations {
+    pub(super) fn new(store: Arc<dyn UserStore>, directory: Arc<Directory>) -> Self {
+        Self { store, directory }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// A round trip proving the database answers and its schema is current.
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
+        self.store.check_ready().await
+    }
+
+    pub fn pool_status(&self) -> PoolStatus {
+        self.store.pool_status()
+    }
+
+    pub async fn cache_figures(&self) -> CacheFigures {
+        let caches = self.directory.caches();
+        CacheFigures {
+            enabled: caches.enabled(),
+            dashboard: caches.dashboard_stats().await,
+            users: caches.user_stats().await,
+            listener_connected: self.directory.listener_connected(),
+        }
+    }
+
+    /// Pool figures, for superusers.
+    pub fn database_figures(&self, caller: &Caller) -> ServiceResult<PoolStatus> {
+        caller.require_superuser()?;
+        Ok(self.pool_status())
+    }
+
+    /// Cache figures, for superusers.
+    pub async fn cache_figures_for(&self, caller: &Caller) -> ServiceResult<CacheFigures> {
+        caller.require_superuser()?;
+        Ok(self.cache_figures().await)
+    }
+
+    /// Closes the store's connections; once, at shutdown.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}

@@ -1,0 +1,349 @@
+//! The rules of accounts: who may create, read, change and delete whom, what a valid
+//! change is, uniqueness of emails, the last active superuser, and which writes end
+//! sessions.
+
+use std::{collections::HashSet, sync::Arc};
+
+use super::{
+    AuthService, Caller, ChangeRequest, Clock, ServiceError, ServiceResult, UserDraft,
+    directory::Directory, input::ValidChanges,
+};
+use crate::{
+    auth::random_token,
+    cache::Lookup,
+    config::Settings,
+    domain::{
+        DashboardStats, Email, FieldError, NewUser, Page, User, UserChanges, UserId, UserQuery,
+        fold_email,
+    },
+    store::{StoreError, UserChunks, UserStore},
+};
+
+/// The account created on an empty database when no FIRST_SUPERUSER_* is configured.
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+pub const BOOTSTRAP_ADMIN_EMAIL: &str = "admin@example.com";
+
+pub struct UserService {
+    store: Arc<dyn UserStore>,
+    directory: Arc<Directory>,
+    auth: Arc<AuthService>,
+    clock: Clock,
+    allow_registration: bool,
+    bulk_max_users: usize,
+}
+
+impl UserService {
+    pub(super) fn new(
+        settings: &Settings,
+        store: Arc<dyn UserStore>,
+        directory: Arc<Directory>,
+        auth: Arc<AuthService>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            auth,
+            clock,
+            allow_registration: settings.allow_registration,
+            bulk_max_users: settings.bulk_max_users,
+        }
+    }
+
+    /// Open self-registration: an active, non-superuser account.
+    pub async fn register(&self, draft: UserDraft) -> ServiceResult<User> {
+        if !self.allow_registration {
+            return Err(ServiceError::Forbidden(
+                "Self-registration is disabled on this server.",
+            ));
+        }
+        let draft = UserDraft {
+            is_active: Some(true),
+            is_superuser: Some(false),
+            ..draft
+        };
+        self.create_one(draft).await
+    }
+
+    pub async fn create(&self, caller: &Caller, draft: UserDraft) -> ServiceResult<User> {
+        caller.require_superuser()?;
+        self.create_one(draft).await
+    }
+
+    async fn create_one(&self, draft: UserDraft) -> ServiceResult<User> {
+        let valid = draft.validate().map_err(ServiceError::Invalid)?;
+        let hashed_password = self.auth.hash(valid.password.expose()).await?;
+        let user = self
+            .directory
+            .create(NewUser {
+                email: valid.email,
+                full_name: valid.full_name,
+                hashed_password,
+                is_active: valid.is_active,
+                is_superuser: valid.is_superuser,
+                created_at: Some(self.clock.now()),
+            })
+            .await?;
+        Ok(user)
+    }
+
+    /// All or nothing: every invalid item is reported (with its index) before any
+    /// uniqueness check; then every email taken or repeated in the batch.
+    pub async fn create_many(
+        &self,
+        caller: &Caller,
+        drafts: Vec<UserDraft>,
+    ) -> ServiceResult<Vec<User>> {
+        caller.require_superuser()?;
+        let max = self.bulk_max_users;
+        if drafts.is_empty() || drafts.len() > max {
+            return Err(ServiceError::invalid(
+                "users",
+                format!("must hold 1 to {max} users (got {})", drafts.len()),
+            ));
+        }
+        let mut violations = Vec::new();
+        let mut valid = Vec::with_capacity(drafts.len());
+        for (index, draft) in drafts.iter().enumerate() {
+            match draft.validate() {
+                Ok(v) => valid.push(v),
+                Err(errors) => {
+                    violations.extend(errors.into_iter().map(|e: FieldError| e.at(index)))
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ServiceError::Invalid(violations));
+        }
+        let emails: Vec<String> = valid.iter().map(|v| v.email.as_str().to_string()).collect();
+        let taken = self.taken_emails(&emails).await?;
+        if !taken.is_empty() {
+            return Err(ServiceError::EmailsTaken(taken));
+        }
+        let passwords = valid
+            .iter()
+            .map(|v| v.password.expose().to_string())
+            .collect();
+        let hashes = self
+            .auth
+            .hasher()
+            .hash_many(passwords)
+            .await
+            .map_err(ServiceError::Internal)?;
+        let now = self.clock.now();
+        let new_users = valid
+            .into_iter()
+            .zip(hashes)
+            .map(|(v, hashed_password)| NewUser {
+                email: v.email,
+                full_name: v.full_name,
+                hashed_password,
+                is_active: v.is_active,
+                is_superuser: v.is_superuser,
+                created_at: Some(now),
+            })
+            .collect();
+        match self.directory.create_many(new_users).await {
+            Ok(users) => Ok(users),
+            // Someone took an email between the check and the insert.
+            Err(StoreError::EmailTaken) => {
+                Err(ServiceError::EmailsTaken(self.taken_emails(&emails).await?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Emails of a batch that are taken: by an existing user, or by an earlier item.
+    async fn taken_emails(&self, emails: &[String]) -> ServiceResult<Vec<String>> {
+        let existing = self.directory.existing_emails(emails).await?;
+        let mut seen = HashSet::new();
+        let mut reported = HashSet::new();
+        let mut taken = Vec::new();
+        for email in emails {
+            let folded = fold_email(email);
+            let repeated = !seen.insert(folded.clone());
+            if (repeated || existing.contains(email)) && reported.insert(folded) {
+                taken.push(email.clone());
+            }
+        }
+        Ok(taken)
+    }
+
+    pub async fn list(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<Page<User>> {
+        caller.require_superuser()?;
+        Ok(self.directory.list(query).await?)
+    }
+
+    pub fn export(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<UserChunks> {
+        caller.require_superuser()?;
+        Ok(self.directory.export(query))
+    }
+
+    /// Superusers may read anyone; other users only themselves.
+    pub async fn get(&self, caller: &Caller, id: UserId) -> ServiceResult<Arc<User>> {
+        if !caller.user.is_superuser && caller.id() != id {
+            return Err(ServiceError::Forbidden(
+                "You may only read your own account.",
+            ));
+        }
+        match self.directory.user(id).await?.0 {
+            Some(user) => Ok(user),
+            None => Err(ServiceError::NotFound(super::error::USER_NOT_FOUND)),
+        }
+    }
+
+    pub async fn dashboard(&self, caller: &Caller) -> ServiceResult<(Arc<DashboardStats>, Lookup)> {
+        caller.require_superuser()?;
+        Ok(self.directory.dashboard().await?)
+    }
+
+    /// A superuser's change to any account.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: UserId,
+        request: ChangeRequest,
+    ) -> ServiceResult<User> {
+        caller.require_superuser()?;
+        let current = self.directory.user(id).await?.0;
+        let valid = request
+            .validate(current.as_deref().map(|u| u.email.as_str()))
+            .map_err(ServiceError::Invalid)?;
+        self.apply(id, valid).await
+    }
+
+    /// A user's change to their own account: never its flags; a new password or email
+    /// needs the current password.
+    pub async fn update_me(&self, caller: &Caller, request: ChangeRequest) -> ServiceResult<User> {
+        let request = ChangeRequest {
+            is_active: None,
+            is_superuser: None,
+            ..request
+        };
+        let mut violations = match request.validate(Some(&caller.user.email)) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        };
+        let changes_email = request
+            .email
+            .as_deref()
+            .is_some_and(|e| fold_email(e.trim()) != fold_email(&caller.user.email));
+        if (request.password.is_some() || changes_email) && request.current_password.is_none() {
+            violations.push(FieldError::new(
+                "current_password",
+                "is required to change the password or the email",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(ServiceError::Invalid(violations));
+        }
+        if let Some(current) = &request.current_password
+            && !self.auth.check_password(caller.id(), current).await?
+        {
+            return Err(ServiceError::Forbidden("The current password is wrong."));
+        }
+        let valid = request
+            .validate(Some(&caller.user.email))
+            .map_err(ServiceError::Invalid)?;
+        self.apply(caller.id(), valid).await
+    }
+
+    async fn apply(&self, id: UserId, valid: ValidChanges) -> ServiceResult<User> {
+        let hashed_password = match &valid.password {
+            Some(p) => Some(self.auth.hash(p.expose()).await?),
+            None => None,
+        };
+        let changes = UserChanges {
+            email: valid.email,
+            full_name: valid.full_name,
+            hashed_password,
+            is_active: valid.is_active,
+            is_superuser: valid.is_superuser,
+        };
+        let ends_sessions = changes.hashed_password.is_some() || changes.is_active == Some(false);
+        let user = self.directory.update(id, changes).await?;
+        if ends_sessions {
+            self.auth.revoke_sessions(id).await?;
+        }
+        Ok(user)
+    }
+
+    /// A superuser deletes another account (never their own, never the last active
+    /// superuser).
+    pub async fn delete(&self, caller: &Caller, id: UserId) -> ServiceResult<()> {
+        caller.require_superuser()?;
+        if caller.id() == id {
+            return Err(ServiceError::Conflict(
+                "You cannot delete your own account.",
+            ));
+        }
+        self.directory.delete(id).await?;
+        Ok(())
+    }
+
+    /// Creates an active superuser; `false` when the email is taken.
+    pub async fn create_superuser(&self, email: &str, password: &str) -> ServiceResult<bool> {
+        let draft = UserDraft {
+            email: email.to_string(),
+            password: password.to_string(),
+            full_name: None,
+            is_active: Some(true),
+            is_superuser: Some(true),
+        };
+        match self.create_one(draft).await {
+            Ok(_) => Ok(true),
+            Err(ServiceError::EmailTaken) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// FIRST_SUPERUSER_* when configured and missing; on an empty database without them,
+    /// `admin@example.com` with a random password, returned to be shown once.
+    pub async fn ensure_superuser(
+        &self,
+        settings: &Settings,
+    ) -> Result<Option<BootstrapAdmin>, String> {
+        let describe = |e: ServiceError| match e {
+            ServiceError::Invalid(errors) => errors
+                .iter()
+                .map(|e| format!("FIRST_SUPERUSER_{}: {}", e.field.to_uppercase(), e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        if let (Some(email), Some(password)) = (
+            &settings.first_superuser_email,
+            &settings.first_superuser_password,
+        ) {
+            let parsed = Email::parse(email).map_err(|e| format!("FIRST_SUPERUSER_EMAIL: {e}"))?;
+            let exists = self
+                .store
+                .find_credentials_by_email(&parsed)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
+            if !exists {
+                self.create_superuser(email, password.expose())
+                    .await
+                    .map_err(describe)?;
+            }
+            return Ok(None);
+        }
+        if self.store.count_users().await.map_err(|e| e.to_string())? > 0 {
+            return Ok(None);
+        }
+        let password: String = random_token()?.chars().take(20).collect();
+        let created = self
+            .create_superuser(BOOTSTRAP_ADMIN_EMAIL, &password)
+            .await
+            .map_err(describe)?;
+        Ok(created.then(|| BootstrapAdmin {
+            email: BOOTSTRAP_ADMIN_EMAIL.into(),
+            password,
+        }))
+    }
+}
