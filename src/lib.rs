@@ -19,6 +19,3 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod telemetry;
-
-#[cfg(test)]
-mod properties;

@@ -1,3 +1,5 @@
+//! `roster`: the binary. Parses the command line, builds the runtime, hands over to `cli`.
+
 use clap::Parser;
 use mimalloc::MiMalloc;
 use roster::cli::{Cli, run};

@@ -84,3 +84,24 @@ mod tests {
         assert!(!is_valid_request_id("line\nbreak"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn request_ids_are_kept_only_when_safe(id in ".{0,200}") {
+            let safe = !id.is_empty() && id.len() <= 128
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            prop_assert_eq!(is_valid_request_id(&id), safe);
+        }
+
+        #[test]
+        fn every_safe_request_id_is_kept(id in "[A-Za-z0-9._-]{1,128}") {
+            prop_assert!(is_valid_request_id(&id));
+        }
+    }
+}

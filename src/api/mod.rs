@@ -72,3 +72,35 @@ impl Created<dto::UserOut> {
         Self::Created(Json(user.into()), location)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MAX_PAGE_SIZE;
+
+    /// The page size limit is declared to poem-openapi as a literal; it must be the
+    /// domain's one limit.
+    #[test]
+    fn the_spec_declares_the_domain_page_size_limit() {
+        let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap();
+        let size = spec["paths"]["/api/v1/users"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "size")
+            .unwrap();
+        assert_eq!(
+            size["schema"]["maximum"].as_f64(),
+            Some(MAX_PAGE_SIZE as f64)
+        );
+    }
+
+    /// The login bucket names routes that exist, as POST operations.
+    #[test]
+    fn login_bucket_paths_are_real_post_routes() {
+        let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap();
+        for path in LOGIN_BUCKET_PATHS {
+            assert!(spec["paths"][path]["post"].is_object(), "{path}");
+        }
+    }
+}

@@ -108,3 +108,41 @@ mod tests {
         assert_eq!(refresh_token_hash(&a).len(), 64);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    proptest! {
+        #[test]
+        fn arbitrary_bearer_tokens_never_verify_or_panic(token in ".{0,400}") {
+            let keys = AccessTokens::new(SECRET, Duration::from_secs(60));
+            prop_assert_eq!(keys.verify(&token), None);
+        }
+
+        #[test]
+        fn issued_tokens_carry_any_user_id(id: i64) {
+            let keys = AccessTokens::new(SECRET, Duration::from_secs(60));
+            let token = keys.issue(id, Utc::now()).unwrap();
+            prop_assert_eq!(keys.verify(&token), Some(id));
+            // Any single changed character of the signed part breaks it.
+            let mut bytes = token.into_bytes();
+            let at = bytes.len() / 2;
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            prop_assert_eq!(keys.verify(&tampered), None);
+        }
+
+        #[test]
+        fn refresh_token_hashes_are_stable_hex(token in ".{0,100}") {
+            let hash = refresh_token_hash(&token);
+            prop_assert_eq!(hash.len(), 64);
+            prop_assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+            prop_assert_eq!(hash, refresh_token_hash(&token));
+        }
+    }
+}

@@ -98,3 +98,39 @@ mod tests {
         assert!(Email::parse(&too_long).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_is_idempotent(raw in ".{0,300}") {
+            if let Ok(email) = Email::parse(&raw) {
+                prop_assert_eq!(email.as_str(), raw.trim());
+                prop_assert!(email.as_str().chars().count() <= MAX_EMAIL_CHARS);
+                prop_assert_eq!(Email::parse(email.as_str()).unwrap(), email);
+            }
+        }
+
+        #[test]
+        fn plausible_addresses_are_accepted(
+            local in "[a-z0-9]([a-z0-9+_-]|\\.[a-z0-9]){0,20}",
+            domain in "[a-z]{1,20}\\.(com|org|example)",
+            pad in "[ \t]{0,2}",
+        ) {
+            let raw = format!("{pad}{local}@{domain}{pad}");
+            let email = Email::parse(&raw);
+            prop_assert!(email.is_ok(), "{raw:?}");
+            prop_assert_eq!(email.unwrap().as_str().to_string(), format!("{local}@{domain}"));
+        }
+
+        #[test]
+        fn the_fold_ignores_case_of_accented_letters(raw in "[a-zA-Z0-9äöüÄÖÜéÉ]{1,20}") {
+            prop_assert_eq!(fold_email(&raw.to_uppercase()), fold_email(&raw.to_lowercase()));
+            prop_assert_eq!(fold_email(&fold_email(&raw)), fold_email(&raw));
+        }
+    }
+}

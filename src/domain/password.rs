@@ -1,3 +1,5 @@
+//! Plaintext passwords: the length rule, and never shown in logs.
+
 use super::Email;
 use crate::secret::Secret;
 

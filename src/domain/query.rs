@@ -144,3 +144,34 @@ mod tests {
         assert!(PageRequest::new(1, 100).is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn pagination_arithmetic_holds(page in 1u64..u64::MAX, size in 1u64..=MAX_PAGE_SIZE, total in 0u64..10_000_000) {
+            let p = PageRequest::new(page, size).unwrap();
+            match p.offset() {
+                Some(offset) => prop_assert_eq!(offset as u128, (page as u128 - 1) * size as u128),
+                None => prop_assert!((page as u128 - 1) * size as u128 > i64::MAX as u128),
+            }
+            let pages = p.page_count(total);
+            prop_assert!(pages * size >= total);
+            if total > 0 {
+                prop_assert!((pages - 1) * size < total);
+            } else {
+                prop_assert_eq!(pages, 0);
+            }
+        }
+
+        #[test]
+        fn out_of_range_pages_are_refused(size in prop_oneof![Just(0u64), (MAX_PAGE_SIZE + 1)..u64::MAX]) {
+            prop_assert!(PageRequest::new(0, 10).is_err());
+            prop_assert!(PageRequest::new(1, size).is_err());
+        }
+    }
+}

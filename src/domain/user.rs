@@ -1,3 +1,6 @@
+//! Users: the account as clients see it, a user to insert, the changes a write makes,
+//! and the dashboard figures.
+
 use chrono::{DateTime, Utc};
 
 use super::Email;

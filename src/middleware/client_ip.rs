@@ -1,3 +1,5 @@
+//! The client address of a request, from the peer or (when trusted) X-Forwarded-For.
+
 use std::net::IpAddr;
 
 use poem::Request;

@@ -133,8 +133,8 @@ impl Directory {
         .await
     }
 
-    pub async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
-        self.store.existing_emails(emails).await
+    pub async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        self.store.existing_email_keys(keys).await
     }
 
     pub fn export(&self, query: &UserQuery) -> UserChunks {

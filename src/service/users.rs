@@ -159,14 +159,19 @@ impl UserService {
 
     /// Emails of a batch that are taken: by an existing user, or by an earlier item.
     async fn taken_emails(&self, emails: &[String]) -> ServiceResult<Vec<String>> {
-        let existing = self.directory.existing_emails(emails).await?;
+        let keys: Vec<String> = emails.iter().map(|e| fold_email(e)).collect();
+        let existing: HashSet<String> = self
+            .directory
+            .existing_email_keys(&keys)
+            .await?
+            .into_iter()
+            .collect();
         let mut seen = HashSet::new();
         let mut reported = HashSet::new();
         let mut taken = Vec::new();
-        for email in emails {
-            let folded = fold_email(email);
+        for (email, folded) in emails.iter().zip(keys) {
             let repeated = !seen.insert(folded.clone());
-            if (repeated || existing.contains(email)) && reported.insert(folded) {
+            if (repeated || existing.contains(&folded)) && reported.insert(folded) {
                 taken.push(email.clone());
             }
         }

@@ -7,6 +7,16 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    /// Work SQL cannot do, run by the backend after `sql` in the same transaction.
+    pub fixup: Option<Fixup>,
+}
+
+/// Data changes that need Roster's own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixup {
+    /// Sets `email_key` to `domain::fold_email(email)` where SQL's lower() may differ
+    /// (emails with non-ASCII characters).
+    FoldEmailKeys,
 }
 
 #[cfg(feature = "sqlite")]
@@ -15,16 +25,25 @@ pub const SQLITE: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+        fixup: None,
     },
     Migration {
         version: 2,
         name: "search_and_sort",
         sql: include_str!("../../migrations/sqlite/0002_search_and_sort.sql"),
+        fixup: None,
     },
     Migration {
         version: 3,
         name: "user_counts",
         sql: include_str!("../../migrations/sqlite/0003_user_counts.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 4,
+        name: "email_key",
+        sql: include_str!("../../migrations/sqlite/0004_email_key.sql"),
+        fixup: Some(Fixup::FoldEmailKeys),
     },
 ];
 
@@ -65,16 +84,25 @@ pub const POSTGRES: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+        fixup: None,
     },
     Migration {
         version: 2,
         name: "search_and_sort",
         sql: include_str!("../../migrations/postgres/0002_search_and_sort.sql"),
+        fixup: None,
     },
     Migration {
         version: 3,
         name: "write_sequence",
         sql: include_str!("../../migrations/postgres/0003_write_sequence.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 4,
+        name: "email_key",
+        sql: include_str!("../../migrations/postgres/0004_email_key.sql"),
+        fixup: Some(Fixup::FoldEmailKeys),
     },
 ];
 
@@ -87,11 +115,13 @@ mod tests {
             version: 1,
             name: "a",
             sql: "",
+            fixup: None,
         },
         Migration {
             version: 2,
             name: "b",
             sql: "",
+            fixup: None,
         },
     ];
 

@@ -105,8 +105,8 @@ pub enum RefreshTokenUse {
 /// The columns of a `User`, in the order both stores read them.
 pub const USER_COLUMNS: &str =
     "id, email, full_name, is_active, is_superuser, created_at, updated_at";
-/// The unique index that makes emails unique; a violation of it is `EmailTaken`.
-pub const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
+/// The unique index on `email_key` (the folded email); a violation of it is `EmailTaken`.
+pub const EMAIL_UNIQUE_INDEX: &str = "users_email_key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolStatus {
@@ -158,8 +158,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     /// All or nothing, in one transaction; users come back in input order.
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
-    /// Those of `emails` that some user already has, compared case-insensitively.
-    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Those of `keys` (emails folded by `domain::fold_email`) that some user already has.
+    async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError>;
     /// Every user matching the query's filter, in its sort order (paging ignored),
     /// produced in chunks as the receiver takes them.
     fn export_users(&self, query: &UserQuery) -> UserChunks;
@@ -228,7 +228,7 @@ pub fn order_by_sql(sort: &UserSort, collation: &str) -> String {
     };
     let key = match sort.field {
         SortField::CreatedAt => "created_at".to_string(),
-        SortField::Email => format!("lower(email){collation}"),
+        SortField::Email => format!("email_key{collation}"),
         SortField::FullName => format!("lower(coalesce(full_name, '')){collation}"),
         SortField::Id => return format!(" ORDER BY id {dir}"),
     };
@@ -272,5 +272,34 @@ mod tests {
         let (today, week) = dashboard_windows(now);
         assert_eq!(today.to_rfc3339(), "2026-11-26T00:00:00+00:00");
         assert_eq!(week.to_rfc3339(), "2026-11-19T00:00:00+00:00");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Undoes `like_pattern`: the term a LIKE pattern matches literally, if well formed.
+    fn unescape_like(pattern: &str) -> Option<String> {
+        let inner = pattern.strip_prefix('%')?.strip_suffix('%')?;
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '%' | '_' => return None, // an unescaped wildcard would match more than the term
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    proptest! {
+        #[test]
+        fn like_patterns_match_the_term_literally(term in ".{0,40}") {
+            prop_assert_eq!(unescape_like(&like_pattern(&term)), Some(term));
+        }
     }
 }

@@ -13,20 +13,22 @@ use rusqlite::{
 use tokio::sync::Semaphore;
 
 use super::{
-    EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken,
-    PoolStatus, RefreshTokenUse, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
+    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
+    RefreshTokenUse, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
     dashboard_windows, like_pattern,
-    migrations::{self, Migration, VERSION_TABLE},
+    migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::{
     config::SqliteLocation,
     domain::{
         DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId,
-        UserQuery, needs_another_active_superuser, now_micros, refresh_decision,
+        UserQuery, fold_email, needs_another_active_superuser, now_micros, refresh_decision,
     },
 };
 
+/// SQLite names the column, not the index, when a unique index on a column is violated.
+const EMAIL_UNIQUE_COLUMN: &str = "users.email_key";
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache per reader connection. Small: readers share the OS page cache, and a pool of
 /// large private caches would hold the same hot pages several times over.
@@ -212,7 +214,7 @@ impl From<rusqlite::Error> for StoreError {
         if let rusqlite::Error::SqliteFailure(failure, message) = &err {
             let message = message.clone().unwrap_or_default();
             return match failure.code {
-                ErrorCode::ConstraintViolation if message.contains(EMAIL_UNIQUE_INDEX) => {
+                ErrorCode::ConstraintViolation if message.contains(EMAIL_UNIQUE_COLUMN) => {
                     StoreError::EmailTaken
                 }
                 ErrorCode::DatabaseBusy
@@ -277,6 +279,9 @@ fn apply_migrations(
     let mut applied = Vec::new();
     for migration in migrations::pending(list, current)? {
         tx.execute_batch(migration.sql)?;
+        if let Some(Fixup::FoldEmailKeys) = migration.fixup {
+            fold_email_keys(&tx)?;
+        }
         tx.execute(
             &format!("INSERT INTO {VERSION_TABLE} (version, name, applied_at) VALUES (?1, ?2, ?3)"),
             params![migration.version, migration.name, micros(now_micros())],
@@ -285,6 +290,27 @@ fn apply_migrations(
     }
     tx.commit()?;
     Ok(migrations::report(list, applied))
+}
+
+/// Re-folds the keys of emails with characters beyond ASCII, which SQL's lower() left alone.
+fn fold_email_keys(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("SELECT id, email FROM users WHERE email GLOB '*[^ -~]*'")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, UserId>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (id, email) in rows {
+        conn.execute(
+            "UPDATE users SET email_key = ?1 WHERE id = ?2",
+            params![fold_email(&email), id],
+        )
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::EmailTaken => StoreError::Other(format!(
+                "two accounts share the address {email} in different letter case; rename one and start again"
+            )),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 fn is_active_superuser(conn: &Connection, id: UserId) -> Result<bool, StoreError> {
@@ -375,8 +401,8 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
     let mut created: Vec<User> = Vec::with_capacity(users.len());
     {
         let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
         ))?;
         for user in users {
             let created_at = user.created_at.map_or(now, micros);
@@ -387,7 +413,8 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
                     user.hashed_password,
                     user.is_active,
                     user.is_superuser,
-                    created_at
+                    created_at,
+                    user.email.key()
                 ],
                 user_from_row,
             )?);
@@ -480,8 +507,8 @@ impl UserStore for SqliteStore {
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));
             let created = conn.query_row(
                 &format!(
-                    "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+                    "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+                     VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
                 ),
                 params![
                     user.email.as_str(),
@@ -489,7 +516,8 @@ impl UserStore for SqliteStore {
                     user.hashed_password,
                     user.is_active,
                     user.is_superuser,
-                    created_at
+                    created_at,
+                    user.email.key()
                 ],
                 user_from_row,
             )?;
@@ -515,15 +543,15 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
-        let emails = serde_json::to_string(emails).map_err(|e| StoreError::Other(e.to_string()))?;
+    async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        let keys = serde_json::to_string(keys).map_err(|e| StoreError::Other(e.to_string()))?;
         self.run(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT j.value FROM json_each(?1) AS j
-                 WHERE EXISTS (SELECT 1 FROM users AS u WHERE lower(u.email) = lower(j.value))
+                 WHERE EXISTS (SELECT 1 FROM users AS u WHERE u.email_key = j.value)
                  ORDER BY j.key",
             )?;
-            let rows = stmt.query_map([emails], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map([keys], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -584,16 +612,19 @@ impl UserStore for SqliteStore {
         &self,
         email: &Email,
     ) -> Result<Option<UserCredentials>, StoreError> {
-        let email = email.as_str().to_string();
+        let key = email.key();
         self.run(move |conn| {
             Ok(conn
                 .query_row(
                     &format!(
-                        "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) = lower(?1)"
+                        "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE email_key = ?1"
                     ),
-                    [email],
+                    [key],
                     |row| {
-                        Ok(UserCredentials { user: user_from_row(row)?, hashed_password: row.get(7)? })
+                        Ok(UserCredentials {
+                            user: user_from_row(row)?,
+                            hashed_password: row.get(7)?,
+                        })
                     },
                 )
                 .optional()?)
@@ -620,6 +651,7 @@ impl UserStore for SqliteStore {
             let was_active_superuser = is_active_superuser(&tx, id)?;
             let mut assignments: Vec<(&str, Value)> = Vec::new();
             if let Some(email) = changes.email {
+                assignments.push(("email_key", Value::Text(email.key())));
                 assignments.push(("email", Value::Text(email.as_str().to_string())));
             }
             if let Some(full_name) = changes.full_name {
@@ -875,5 +907,54 @@ impl UserStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrading_folds_existing_non_ascii_emails_like_the_code_does() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before_keys = &migrations::SQLITE[..3];
+        apply_migrations(&mut conn, before_keys).unwrap();
+        conn.execute(
+            "INSERT INTO users (email, hashed_password, created_at, updated_at)
+             VALUES ('ÄBC@Example.com', 'x', 0, 0), ('plain@Example.com', 'x', 0, 0)",
+            [],
+        )
+        .unwrap();
+        let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
+        assert_eq!(report.applied, [4]);
+        let keys: Vec<String> = conn
+            .prepare("SELECT email_key FROM users ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, ["äbc@example.com", "plain@example.com"]);
+    }
+
+    #[test]
+    fn upgrading_refuses_two_accounts_that_fold_to_one_address() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply_migrations(&mut conn, &migrations::SQLITE[..3]).unwrap();
+        conn.execute(
+            "INSERT INTO users (email, hashed_password, created_at, updated_at)
+             VALUES ('Äbc@example.com', 'x', 0, 0), ('äbc@example.com', 'x', 0, 0)",
+            [],
+        )
+        .unwrap();
+        let err = apply_migrations(&mut conn, migrations::SQLITE).unwrap_err();
+        assert!(err.to_string().contains("different letter case"), "{err}");
+        // Nothing of the failed upgrade stays.
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 3);
     }
 }

@@ -516,6 +516,7 @@ pub struct RosterProcess {
     pub base: String,
 }
 
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 impl RosterProcess {
     /// Starts on a random port with cheap hashing and JSON logs; `env` adds or overrides.
     pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {

@@ -104,8 +104,8 @@ impl UserStore for ObservedStore {
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         self.inner.create_users(users).await
     }
-    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
-        self.inner.existing_emails(emails).await
+    async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        self.inner.existing_email_keys(keys).await
     }
     fn export_users(&self, query: &UserQuery) -> UserChunks {
         self.inner.export_users(query)

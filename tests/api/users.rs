@@ -221,16 +221,40 @@ backend_tests! {
         assert!(app.store.get_user(second).await.unwrap().unwrap().is_active);
     }
 
-    async fn deleting_the_last_other_active_superuser_is_409(backend) {
+    async fn the_store_refuses_to_delete_the_last_active_superuser(backend) {
+        // Through the API the last active superuser could only delete themself, which the
+        // self-delete rule stops first; the store's own guard is checked here directly.
         let app = TestApp::spawn(backend).await;
         let me = app.get("/api/v1/users/me", Some(app.admin())).await.body["id"].as_i64().unwrap();
-        let other = app.create_user("other-admin@example.com", "password-123", true).await["id"].as_i64().unwrap();
-        let other_token = app.token_for("other-admin@example.com", "password-123").await;
-        // The configured admin steps down; `other` is now the only active superuser.
-        assert_eq!(app.patch(&format!("/api/v1/users/{me}"), Some(app.admin()), json!({"is_superuser": false})).await.status, 200);
-        let me_again = app.store.get_user(me).await.unwrap().unwrap();
-        assert!(!me_again.is_superuser);
-        app.delete(&format!("/api/v1/users/{other}"), Some(&other_token)).await.assert_error(409, "conflict");
-        assert!(app.store.get_user(other).await.unwrap().is_some());
+        let err = app.store.delete_user(me).await.expect_err("the last active superuser stays");
+        assert!(matches!(err, roster::store::StoreError::LastActiveSuperuser), "{err:?}");
+        assert!(app.store.get_user(me).await.unwrap().is_some());
+        // An inactive superuser does not count; an active one does.
+        app.create_user("idle-admin@example.com", "password-123", true).await;
+        let idle = app.store.find_credentials_by_email(&Email::parse("idle-admin@example.com").unwrap()).await.unwrap().unwrap().user.id;
+        app.patch(&format!("/api/v1/users/{idle}"), Some(app.admin()), json!({"is_active": false})).await;
+        assert!(matches!(app.store.delete_user(me).await, Err(roster::store::StoreError::LastActiveSuperuser)));
+        app.create_user("other-admin@example.com", "password-123", true).await;
+        app.store.delete_user(me).await.expect("another active superuser remains");
+        assert!(app.store.get_user(me).await.unwrap().is_none());
+    }
+
+    async fn emails_are_one_address_in_any_letter_case_beyond_ascii(backend) {
+        let app = TestApp::spawn(backend).await;
+        app.create_user("Äbc@example.com", "password-123", false).await;
+        app.post("/api/v1/users", Some(app.admin()), json!({"email": "äBC@EXAMPLE.com", "password": "password-123"})).await
+            .assert_error(409, "email_taken");
+        let bulk = app.post("/api/v1/users/bulk", Some(app.admin()), json!({"users": [
+            {"email": "ÖL@example.com", "password": "password-123"},
+            {"email": "öl@example.com", "password": "password-123"},
+            {"email": "äbc@example.com", "password": "password-123"},
+        ]})).await;
+        bulk.assert_error(409, "email_taken");
+        assert_eq!(bulk.body["details"]["emails"], json!(["öl@example.com", "äbc@example.com"]));
+        // Either spelling logs in; the address keeps the case it was given.
+        let token = app.token_for("äbc@example.com", "password-123").await;
+        assert_eq!(app.get("/api/v1/users/me", Some(&token)).await.body["email"], "Äbc@example.com");
+        let found = app.store.find_credentials_by_email(&Email::parse("ÄBC@example.com").unwrap()).await.unwrap();
+        assert_eq!(found.map(|c| c.user.email), Some("Äbc@example.com".to_string()));
     }
 }

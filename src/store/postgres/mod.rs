@@ -22,12 +22,12 @@ use super::{
     EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, InvalidationHandler,
     ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError,
     USER_COLUMNS, UserChunks, UserCredentials, UserStore, dashboard_windows, like_pattern,
-    migrations::{self, Migration, VERSION_TABLE},
+    migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::domain::{
     DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId, UserQuery,
-    needs_another_active_superuser, now_micros, refresh_decision,
+    fold_email, needs_another_active_superuser, now_micros, refresh_decision,
 };
 
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
@@ -143,6 +143,9 @@ async fn apply_migrations(
     let mut applied = Vec::new();
     for migration in migrations::pending(list, current)? {
         sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+        if let Some(Fixup::FoldEmailKeys) = migration.fixup {
+            fold_email_keys(&mut tx).await?;
+        }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {VERSION_TABLE} (version, name, applied_at) VALUES ($1, $2, $3)"
         )))
@@ -155,6 +158,28 @@ async fn apply_migrations(
     }
     tx.commit().await?;
     Ok(migrations::report(list, applied))
+}
+
+/// Re-folds the keys of emails with characters beyond ASCII, where lower() may differ.
+async fn fold_email_keys(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    let rows: Vec<(UserId, String)> =
+        sqlx::query_as("SELECT id, email FROM users WHERE email ~ '[^ -~]'")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (id, email) in rows {
+        sqlx::query("UPDATE users SET email_key = $1 WHERE id = $2")
+            .bind(fold_email(&email))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::EmailTaken => StoreError::Other(format!(
+                    "two accounts share the address {email} in different letter case; rename one and start again"
+                )),
+                other => other,
+            })?;
+    }
+    Ok(())
 }
 
 async fn is_active_superuser(tx: &mut sqlx::PgConnection, id: UserId) -> Result<bool, StoreError> {
@@ -338,10 +363,11 @@ impl UserStore for PostgresStore {
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         let created_at = user.created_at.unwrap_or_else(now_micros);
+        let key = user.email.key();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             VALUES ($1, $7, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
         )))
         .bind(user.email.as_str())
         .bind(user.full_name.map(|n| n.into_inner()))
@@ -349,6 +375,7 @@ impl UserStore for PostgresStore {
         .bind(user.is_active)
         .bind(user.is_superuser)
         .bind(created_at)
+        .bind(key)
         .fetch_one(&mut *tx)
         .await?;
         let user = user_from_row(&row)?;
@@ -360,12 +387,14 @@ impl UserStore for PostgresStore {
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         let now = now_micros();
         let mut emails = Vec::with_capacity(users.len());
+        let mut keys = Vec::with_capacity(users.len());
         let mut names = Vec::with_capacity(users.len());
         let mut hashes = Vec::with_capacity(users.len());
         let mut active = Vec::with_capacity(users.len());
         let mut superuser = Vec::with_capacity(users.len());
         let mut created_at = Vec::with_capacity(users.len());
         for user in users {
+            keys.push(user.email.key());
             emails.push(user.email.as_str().to_string());
             names.push(user.full_name.map(|n| n.into_inner()));
             hashes.push(user.hashed_password);
@@ -377,10 +406,10 @@ impl UserStore for PostgresStore {
         // drawn in input order, so sorting by id restores it.
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users (email, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             SELECT e, n, h, a, s, c, c
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[])
-                  WITH ORDINALITY AS t(e, n, h, a, s, c, i)
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
+             SELECT e, k, n, h, a, s, c, c
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[], $7::text[])
+                  WITH ORDINALITY AS t(e, n, h, a, s, c, k, i)
              ORDER BY i
              RETURNING {USER_COLUMNS}"
         )))
@@ -390,6 +419,7 @@ impl UserStore for PostgresStore {
         .bind(active)
         .bind(superuser)
         .bind(created_at)
+        .bind(keys)
         .fetch_all(&mut *tx)
         .await?;
         let mut created = rows
@@ -403,13 +433,13 @@ impl UserStore for PostgresStore {
         Ok(created)
     }
 
-    async fn existing_emails(&self, emails: &[String]) -> Result<Vec<String>, StoreError> {
+    async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT e FROM unnest($1::text[]) WITH ORDINALITY AS t(e, n)
-             WHERE EXISTS (SELECT 1 FROM users WHERE lower(email) COLLATE \"C\" = lower(e) COLLATE \"C\")
+            "SELECT k FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n)
+             WHERE EXISTS (SELECT 1 FROM users WHERE email_key COLLATE \"C\" = k COLLATE \"C\")
              ORDER BY n",
         )
-        .bind(emails)
+        .bind(keys)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -463,9 +493,9 @@ impl UserStore for PostgresStore {
         email: &Email,
     ) -> Result<Option<UserCredentials>, StoreError> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) COLLATE \"C\" = lower($1) COLLATE \"C\""
+            "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE email_key COLLATE \"C\" = $1"
         )))
-        .bind(email.as_str())
+        .bind(email.key())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -493,6 +523,7 @@ impl UserStore for PostgresStore {
         qb.push_bind(now_micros());
         let mut changed = false;
         if let Some(email) = changes.email {
+            qb.push(", email_key = ").push_bind(email.key());
             qb.push(", email = ").push_bind(email.as_str().to_string());
             changed = true;
         }
