@@ -9,17 +9,18 @@ use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use moka::future::Cache;
 
 use crate::{
     config::CacheSettings,
     domain::{DashboardStats, User, UserId},
-    store::StoreError,
+    store::{SessionRecord, StoreError},
 };
 
 /// Users share this many generation counters; a write to one user re-keys 1/STRIPES of them.
@@ -147,8 +148,41 @@ where
     }
 }
 
+/// A session as the per-request check needs it, with the last time this instance recorded
+/// its use (so `last_used_at` is written at most once a minute, not per request).
+#[derive(Debug)]
+pub struct CachedSession {
+    pub record: SessionRecord,
+    touched_micros: AtomicI64,
+}
+
+impl CachedSession {
+    pub fn new(record: SessionRecord) -> Self {
+        let touched = record.last_used_at.timestamp_micros();
+        Self {
+            record,
+            touched_micros: AtomicI64::new(touched),
+        }
+    }
+
+    /// Whether use at `now` should be written, claiming it when so (one writer per minute).
+    pub fn claim_touch(&self, now: DateTime<Utc>, every: Duration) -> bool {
+        let now = now.timestamp_micros();
+        let every = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
+        let last = self.touched_micros.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= every
+            && self
+                .touched_micros
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 pub struct Caches {
     enabled: bool,
+    /// Keyed by session id and its user's generation: any write to the user (including
+    /// ending their sessions) re-keys them.
+    sessions: CountedCache<(String, u64), Option<Arc<CachedSession>>>,
     dashboard: CountedCache<u64, Arc<DashboardStats>>,
     dashboard_generation: AtomicU64,
     /// `None` in a value: no such user (also worth remembering: every request authenticates).
@@ -164,6 +198,7 @@ impl Caches {
             dashboard: CountedCache::new(enabled, 4, settings.dashboard_ttl),
             dashboard_generation: AtomicU64::new(0),
             users: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
+            sessions: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
             user_generations: (0..USER_GENERATION_STRIPES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -200,6 +235,24 @@ impl Caches {
         self.users
             .get_or_load((id, generation), async {
                 load.await.map(|u| u.map(Arc::new))
+            })
+            .await
+    }
+
+    pub async fn session<F>(
+        &self,
+        id: &str,
+        user_id: UserId,
+        load: F,
+    ) -> Result<(Option<Arc<CachedSession>>, Lookup), StoreError>
+    where
+        F: Future<Output = Result<Option<SessionRecord>, StoreError>>,
+    {
+        let generation = self.user_stripe(user_id).load(Ordering::Acquire);
+        self.sessions
+            .get_or_load((id.to_string(), generation), async {
+                load.await
+                    .map(|s| s.map(|s| Arc::new(CachedSession::new(s))))
             })
             .await
     }
@@ -243,6 +296,9 @@ impl Caches {
         if let Some(cache) = &self.dashboard.cache {
             cache.invalidate_all();
         }
+        if let Some(cache) = &self.sessions.cache {
+            cache.invalidate_all();
+        }
     }
 
     pub async fn dashboard_stats(&self) -> CacheStats {
@@ -251,5 +307,9 @@ impl Caches {
 
     pub async fn user_stats(&self) -> CacheStats {
         self.users.stats().await
+    }
+
+    pub async fn session_stats(&self) -> CacheStats {
+        self.sessions.stats().await
     }
 }

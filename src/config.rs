@@ -107,6 +107,7 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    pub session_max_lifetime: Duration,
     pub cache: CacheSettings,
     pub request_timeout: Duration,
     pub rate_limit: RateLimitSettings,
@@ -232,6 +233,7 @@ impl Settings {
         });
         let access_token_ttl = r.seconds("ACCESS_TOKEN_TTL_SECS", 1800);
         let refresh_token_ttl = r.seconds("REFRESH_TOKEN_TTL_SECS", 1_209_600);
+        let session_max_lifetime = r.seconds("SESSION_MAX_LIFETIME_SECS", 2_592_000);
         let cache_enabled = r.flag("CACHE_ENABLED", true);
         let dashboard_cache_ttl = r.seconds("DASHBOARD_CACHE_TTL", 60);
         let user_cache_ttl = r.seconds("USER_CACHE_TTL", 300);
@@ -291,6 +293,7 @@ impl Settings {
             jwt_secret,
             access_token_ttl,
             refresh_token_ttl,
+            session_max_lifetime,
             cache: CacheSettings {
                 enabled: cache_enabled,
                 dashboard_ttl: dashboard_cache_ttl,

@@ -10,7 +10,11 @@ use metrics_exporter_prometheus::{
 
 use std::sync::Arc;
 
-use crate::{cache::CacheStats, routes::RouteTable, store::PoolStatus};
+use crate::{
+    cache::CacheStats,
+    routes::RouteTable,
+    store::{CoherenceStats, PoolStatus},
+};
 
 static METADATA: Metadata<'static> = Metadata::new("roster", Level::INFO, Some(module_path!()));
 
@@ -98,7 +102,24 @@ impl AppMetrics {
         pool: &PoolStatus,
         caches: &[(&'static str, CacheStats)],
         tracked_clients: usize,
+        coherence: Option<CoherenceStats>,
+        pruned_session_rows: u64,
     ) -> String {
+        self.counter_absolute("sessions_pruned_rows_total", vec![], pruned_session_rows);
+        if let Some(c) = coherence {
+            // Requests per read = requests_total / reads_total; both only grow.
+            self.counter_absolute("coherence_barrier_reads_total", vec![], c.barrier_reads);
+            self.counter_absolute(
+                "coherence_barrier_requests_total",
+                vec![],
+                c.barrier_requests,
+            );
+            self.counter_absolute(
+                "coherence_barrier_wait_microseconds_total",
+                vec![],
+                (c.barrier_wait_seconds * 1e6) as u64,
+            );
+        }
         let backend = || Label::new("backend", pool.backend);
         self.gauge("db_pool_size", vec![backend()], f64::from(pool.pool_size));
         self.gauge(

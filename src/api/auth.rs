@@ -2,14 +2,19 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use poem::{Request, http::header, web::Data};
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
 use super::{
     ApiTags, Created, JsonBody,
     dto::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserOut},
 };
-use crate::{error::ApiResult, request_context::record_user_id, state::AppState};
+use crate::{
+    error::ApiResult,
+    request_context::{current_client_ip, record_user_id},
+    service::ClientInfo,
+    state::AppState,
+};
 
 pub struct AuthApi;
 
@@ -37,12 +42,21 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         body: JsonBody<LoginRequest>,
     ) -> ApiResult<Json<TokenResponse>> {
+        let client = ClientInfo {
+            ip: current_client_ip().map(|ip| ip.to_string()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
         let issued = state
             .services
             .auth
-            .login(&body.email, &body.password)
+            .login(&body.email, &body.password, client)
             .await?;
         record_user_id(issued.user_id);
         Ok(Json(issued.tokens.into()))

@@ -5,7 +5,7 @@ use poem_openapi::{Enum, Object, types::MaybeUndefined};
 
 use crate::{
     domain::{DashboardStats, Page, SortDirection, SortField, User, UserSort},
-    service::{ChangeRequest, TokenPair, UserDraft},
+    service::{ChangeRequest, SessionView, TokenPair, UserDraft},
 };
 
 /// A user account. The password hash is never part of it.
@@ -76,6 +76,67 @@ impl From<Page<User>> for UserPage {
             pages: p.pages,
         }
     }
+}
+
+/// A login session. Refreshing keeps the session; logging out or revoking ends it.
+#[derive(Debug, Object)]
+#[oai(rename = "Session", example)]
+pub struct SessionOut {
+    /// Opaque identifier (for `DELETE /api/v1/users/me/sessions/{session_id}`).
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// Last login, refresh or request (recorded at most once a minute).
+    pub last_used_at: DateTime<Utc>,
+    /// The session ends then however often it is refreshed (SESSION_MAX_LIFETIME_SECS).
+    pub expires_at: DateTime<Utc>,
+    /// Client address at login.
+    #[oai(nullable)]
+    pub ip: Option<String>,
+    /// `User-Agent` at login.
+    #[oai(nullable)]
+    pub user_agent: Option<String>,
+    /// Whether the calling access token belongs to this session.
+    pub current: bool,
+}
+
+impl From<SessionView> for SessionOut {
+    fn from(v: SessionView) -> Self {
+        let r = v.record;
+        Self {
+            id: r.id,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            expires_at: r.expires_at,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            current: v.current,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for SessionOut {
+    fn example() -> Self {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.to_utc())
+                .unwrap_or_default()
+        };
+        Self {
+            id: "3q2-7wEAAAA-g8Zb1X9kWq4mV0c2JrTQ3n8yQpL5sHk".into(),
+            created_at: at("2026-11-30T08:00:00Z"),
+            last_used_at: at("2026-11-30T09:15:00Z"),
+            expires_at: at("2026-12-30T08:00:00Z"),
+            ip: Some("203.0.113.7".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/146.0".into()),
+            current: true,
+        }
+    }
+}
+
+/// Live sessions, newest first.
+#[derive(Debug, Object)]
+pub struct SessionList {
+    pub items: Vec<SessionOut>,
 }
 
 #[derive(Debug, Object)]

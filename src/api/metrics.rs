@@ -110,7 +110,10 @@ impl MetricsApi {
     ///
     /// Text exposition format: `http_requests_total{method,route,status}`,
     /// `http_request_duration_seconds` (histogram by route template), cache hits and
-    /// misses, pool gauges, `rate_limited_total`, `http_health_check_status`.
+    /// misses, pool gauges, `rate_limited_total`, `http_health_check_status`, and on
+    /// PostgreSQL the read barrier's `coherence_barrier_reads_total`,
+    /// `coherence_barrier_requests_total` and `coherence_barrier_wait_microseconds_total`;
+    /// `sessions_pruned_rows_total` (ended sessions and spent tokens deleted).
     #[oai(path = "/metrics", method = "get", operation_id = "prometheus_metrics")]
     async fn prometheus(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
         let operations = &state.services.operations;
@@ -120,6 +123,8 @@ impl MetricsApi {
             &operations.pool_status(),
             &cache_stats,
             state.rate_limits.tracked_clients(),
+            operations.coherence_stats(),
+            operations.pruned_session_rows(),
         ))
     }
 }

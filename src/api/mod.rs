@@ -8,6 +8,7 @@ mod export;
 mod health;
 mod json_body;
 mod metrics;
+mod sessions;
 mod users;
 
 use poem_openapi::{
@@ -24,6 +25,7 @@ pub use dashboard::DashboardApi;
 pub use health::HealthApi;
 pub use json_body::JsonBody;
 pub use metrics::MetricsApi;
+pub use sessions::SessionsApi;
 pub use users::UsersApi;
 
 #[derive(Tags)]
@@ -32,6 +34,8 @@ pub enum ApiTags {
     Auth,
     /// Manage user accounts.
     Users,
+    /// See and end login sessions.
+    Sessions,
     /// Aggregate figures over all users.
     Dashboard,
     /// Liveness, readiness and dependency checks.
@@ -40,14 +44,28 @@ pub enum ApiTags {
     Metrics,
 }
 
-pub type RosterApi = (AuthApi, UsersApi, DashboardApi, HealthApi, MetricsApi);
+pub type RosterApi = (
+    AuthApi,
+    UsersApi,
+    SessionsApi,
+    DashboardApi,
+    HealthApi,
+    MetricsApi,
+);
 
 const DESCRIPTION: &str = "Self-hosted user management. Log in with `POST /api/v1/auth/login`, \
 then press **Authorize** and paste the `access_token`.";
 
 pub fn service() -> OpenApiService<RosterApi, ()> {
     OpenApiService::new(
-        (AuthApi, UsersApi, DashboardApi, HealthApi, MetricsApi),
+        (
+            AuthApi,
+            UsersApi,
+            SessionsApi,
+            DashboardApi,
+            HealthApi,
+            MetricsApi,
+        ),
         "Roster",
         env!("CARGO_PKG_VERSION"),
     )

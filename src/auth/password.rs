@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version,
+    password_hash::phc::PasswordHash,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Argon2Cost;
@@ -87,6 +90,26 @@ impl PasswordHasher {
         Ok(hashes)
     }
 
+    /// Whether `phc` was made with other settings than the configured ones, so a login
+    /// that verified it should store a fresh hash (old and new accounts then cost the same
+    /// to check). A malformed hash never verifies, so it needs nothing here.
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(hash) = phc.parse::<PasswordHash>() else {
+            return false;
+        };
+        if hash.algorithm.as_str() != "argon2id" || hash.version != Some(Version::V0x13.into()) {
+            return true;
+        }
+        match Params::try_from(&hash) {
+            Ok(p) => {
+                p.m_cost() != self.params.m_cost()
+                    || p.t_cost() != self.params.t_cost()
+                    || p.p_cost() != self.params.p_cost()
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Whether `password` matches `phc`; a malformed stored hash never matches.
     pub async fn verify(&self, password: &str, phc: &str) -> bool {
         let argon2 = self.argon2();
@@ -123,6 +146,21 @@ mod tests {
         assert!(hasher.verify("correct horse", &hash).await);
         assert!(!hasher.verify("wrong horse", &hash).await);
         assert!(!hasher.verify("correct horse", "not a phc string").await);
+    }
+
+    #[tokio::test]
+    async fn hashes_of_another_cost_need_a_rehash() {
+        let hasher = cheap();
+        let hash = hasher.hash("correct horse").await.unwrap();
+        assert!(!hasher.needs_rehash(&hash));
+        let dearer = PasswordHasher::new(&Argon2Cost {
+            memory_kib: 16,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .unwrap();
+        assert!(dearer.needs_rehash(&hash));
+        assert!(!dearer.needs_rehash("not a phc string"));
     }
 
     #[tokio::test]

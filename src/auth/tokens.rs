@@ -13,6 +13,8 @@ use crate::domain::UserId;
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The session the token belongs to; every request checks it is live.
+    sid: String,
     iat: i64,
     nbf: i64,
     exp: i64,
@@ -44,10 +46,16 @@ impl AccessTokens {
         self.ttl
     }
 
-    pub fn issue(&self, user_id: UserId, now: DateTime<Utc>) -> Result<String, String> {
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, String> {
         let iat = now.timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
+            sid: session_id.to_string(),
             iat,
             nbf: iat,
             exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)),
@@ -56,10 +64,10 @@ impl AccessTokens {
             .map_err(|e| format!("token signing failed: {e}"))
     }
 
-    /// The user id of a valid, unexpired token signed with our key.
-    pub fn verify(&self, token: &str) -> Option<UserId> {
+    /// The user and session of a valid, unexpired token signed with our key.
+    pub fn verify(&self, token: &str) -> Option<(UserId, String)> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        data.claims.sub.parse().ok()
+        Some((data.claims.sub.parse().ok()?, data.claims.sid))
     }
 }
 
@@ -85,19 +93,22 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_carry_the_user() {
         let tokens = AccessTokens::new(SECRET, Duration::from_secs(60));
-        let token = tokens.issue(42, Utc::now()).unwrap();
-        assert_eq!(tokens.verify(&token), Some(42));
+        let token = tokens.issue(42, "s1", Utc::now()).unwrap();
+        assert_eq!(tokens.verify(&token), Some((42, "s1".to_string())));
     }
 
     #[test]
     fn expired_foreign_and_garbage_tokens_are_refused() {
         let tokens = AccessTokens::new(SECRET, Duration::from_secs(60));
         let old = tokens
-            .issue(1, Utc::now() - chrono::Duration::seconds(120))
+            .issue(1, "s", Utc::now() - chrono::Duration::seconds(120))
             .unwrap();
         assert_eq!(tokens.verify(&old), None);
         let other = AccessTokens::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
-        assert_eq!(tokens.verify(&other.issue(1, Utc::now()).unwrap()), None);
+        assert_eq!(
+            tokens.verify(&other.issue(1, "s", Utc::now()).unwrap()),
+            None
+        );
         assert_eq!(tokens.verify("not.a.jwt"), None);
     }
 
@@ -127,8 +138,8 @@ mod properties {
         #[test]
         fn issued_tokens_carry_any_user_id(id: i64) {
             let keys = AccessTokens::new(SECRET, Duration::from_secs(60));
-            let token = keys.issue(id, Utc::now()).unwrap();
-            prop_assert_eq!(keys.verify(&token), Some(id));
+            let token = keys.issue(id, "session", Utc::now()).unwrap();
+            prop_assert_eq!(keys.verify(&token), Some((id, "session".to_string())));
             // Any single changed character of the signed part breaks it.
             let mut bytes = token.into_bytes();
             let at = bytes.len() / 2;

@@ -14,7 +14,9 @@ pub use query::{
     UserFilter, UserQuery, UserSort,
 };
 pub use rules::{RefreshDecision, needs_another_active_superuser, refresh_decision};
-pub use user::{DashboardStats, FullName, NewUser, User, UserChanges, UserId, now_micros};
+pub use user::{
+    DashboardStats, EndSessions, FullName, NewUser, User, UserChanges, UserId, now_micros,
+};
 
 /// A rule broken by one field of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,16 +14,19 @@ pub enum RefreshDecision {
     Invalid,
 }
 
-/// The one reading of a refresh token's row (`None`: no such token).
+/// The one reading of a refresh token's row: `(spent, expires_at, session_live)`, or
+/// `None` for no such token. A spent token is a replay even after its session ended; a
+/// token of an ended or expired session is refused without ending anything.
 pub fn refresh_decision(
-    found: Option<(bool, DateTime<Utc>)>,
+    found: Option<(bool, DateTime<Utc>, bool)>,
     now: DateTime<Utc>,
 ) -> RefreshDecision {
     match found {
         None => RefreshDecision::Invalid,
-        Some((true, _)) => RefreshDecision::Replayed,
-        Some((false, expires_at)) if expires_at <= now => RefreshDecision::Invalid,
-        Some((false, _)) => RefreshDecision::Spend,
+        Some((true, _, _)) => RefreshDecision::Replayed,
+        Some((false, _, false)) => RefreshDecision::Invalid,
+        Some((false, expires_at, true)) if expires_at <= now => RefreshDecision::Invalid,
+        Some((false, _, true)) => RefreshDecision::Spend,
     }
 }
 
@@ -43,25 +46,15 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_spent_once_and_only_before_expiry() {
+        use RefreshDecision::{Invalid, Replayed, Spend};
         let now = Utc::now();
         let later = now + chrono::Duration::seconds(1);
-        assert_eq!(refresh_decision(None, now), RefreshDecision::Invalid);
-        assert_eq!(
-            refresh_decision(Some((false, later)), now),
-            RefreshDecision::Spend
-        );
-        assert_eq!(
-            refresh_decision(Some((false, now)), now),
-            RefreshDecision::Invalid
-        );
-        assert_eq!(
-            refresh_decision(Some((true, later)), now),
-            RefreshDecision::Replayed
-        );
-        assert_eq!(
-            refresh_decision(Some((true, now)), now),
-            RefreshDecision::Replayed
-        );
+        assert_eq!(refresh_decision(None, now), Invalid);
+        assert_eq!(refresh_decision(Some((false, later, true)), now), Spend);
+        assert_eq!(refresh_decision(Some((false, now, true)), now), Invalid);
+        assert_eq!(refresh_decision(Some((false, later, false)), now), Invalid);
+        assert_eq!(refresh_decision(Some((true, later, true)), now), Replayed);
+        assert_eq!(refresh_decision(Some((true, now, false)), now), Replayed);
     }
 
     #[test]

@@ -63,13 +63,16 @@ pub struct UserChanges {
     pub hashed_password: Option<String>,
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    /// Sessions the same transaction ends.
+    pub end_sessions: Option<EndSessions>,
 }
 
-impl UserChanges {
-    /// Whether these changes should end the user's existing sessions.
-    pub fn revokes_sessions(&self) -> bool {
-        self.hashed_password.is_some() || self.is_active == Some(false)
-    }
+/// Which of the user's sessions a change ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndSessions {
+    All,
+    /// All but the one making the change (an own password change).
+    AllExcept(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,22 @@
-//! Logging in, token issue and rotation, and who is calling: the rules of credentials.
+//! Credentials and sessions: logging in, token issue and rotation, the per-request session
+//! check, seeing and ending sessions, and pruning what has ended.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
 
 use super::{Caller, Clock, ServiceError, ServiceResult, directory::Directory};
 use crate::{
     auth::{AccessTokens, PasswordHasher, random_token, refresh_token_hash},
     config::Settings,
     domain::{Email, RefreshDecision, UserId},
-    store::{NewRefreshToken, RefreshTokenUse, UserStore},
+    store::{NewRefreshToken, Rotation, SessionRecord, SessionScope, UserStore},
 };
 
 pub struct TokenPair {
@@ -22,9 +31,33 @@ pub struct Issued {
     pub user_id: UserId,
 }
 
+/// Where a login comes from, as the sessions list shows it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A session as its owner (or a superuser) sees it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub record: SessionRecord,
+    /// The session of the token that asked.
+    pub current: bool,
+}
+
 const JWT_SECRET_KEY: &str = "jwt_secret";
 const BAD_ACCESS_TOKEN: &str = "The access token is invalid or expired.";
+const ENDED_SESSION: &str = "The session of this access token has ended; log in again.";
 const BAD_REFRESH_TOKEN: &str = "The refresh token is invalid or expired.";
+const SESSION_NOT_FOUND: &str = "No such session of yours.";
+/// `last_used_at` is written at most this often per session.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per pruning statement, and how often pruning runs.
+pub const PRUNE_BATCH: u32 = 1_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// A user agent is kept to this many characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
 
 pub struct AuthService {
     store: Arc<dyn UserStore>,
@@ -32,9 +65,11 @@ pub struct AuthService {
     hasher: PasswordHasher,
     access: AccessTokens,
     refresh_ttl: Duration,
+    session_lifetime: Duration,
     clock: Clock,
     /// Verified against when the email is unknown, so both failures cost the same time.
     dummy_hash: String,
+    pruned: AtomicU64,
 }
 
 impl AuthService {
@@ -59,8 +94,10 @@ impl AuthService {
             hasher,
             access: AccessTokens::new(secret.as_bytes(), settings.access_token_ttl),
             refresh_ttl: settings.refresh_token_ttl,
+            session_lifetime: settings.session_max_lifetime,
             clock,
             dummy_hash,
+            pruned: AtomicU64::new(0),
         })
     }
 
@@ -91,7 +128,12 @@ impl AuthService {
         Ok(self.hasher.verify(password, &hash).await)
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> ServiceResult<Issued> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> ServiceResult<Issued> {
         let email = Email::parse(email).map_err(|m| ServiceError::invalid("email", m))?;
         let found = self.store.find_credentials_by_email(&email).await?;
         let (hash, user) = match &found {
@@ -106,84 +148,255 @@ impl AuthService {
         if !user.is_active {
             return Err(ServiceError::InactiveUser);
         }
-        let family = random_token().map_err(ServiceError::Internal)?;
-        self.issue(user.id, family).await
+        if self.hasher.needs_rehash(hash) {
+            let fresh = self.hash(password).await?;
+            self.store
+                .upgrade_password_hash(user.id, hash, &fresh)
+                .await?;
+        }
+        let now = self.clock.now();
+        let session = SessionRecord {
+            id: random_token().map_err(ServiceError::Internal)?,
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + duration(self.session_lifetime)?,
+            ip: client.ip,
+            user_agent: client
+                .user_agent
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            revoked_at: None,
+        };
+        let (token, refresh_token) = self.next_refresh_token(now, Some(session.expires_at))?;
+        let (session_id, user_id) = (session.id.clone(), session.user_id);
+        self.directory.open_session(session, token).await?;
+        self.issue(user_id, &session_id, refresh_token)
     }
 
-    /// Spends `refresh_token` and returns the next pair of its family.
+    /// Spends `refresh_token` and returns the next pair of its session.
     pub async fn refresh(&self, refresh_token: &str) -> ServiceResult<Issued> {
-        let used = self
-            .store
-            .use_refresh_token(&refresh_token_hash(refresh_token), self.clock.now())
+        let now = self.clock.now();
+        // The store checks the session is live, and bounds the new token by its end.
+        let (next, token) = self.next_refresh_token(now, None)?;
+        let rotation = self
+            .directory
+            .rotate(refresh_token_hash(refresh_token), next)
             .await?;
-        match used {
-            RefreshTokenUse::Consumed { user_id, family_id } => {
-                let (user, _) = self.directory.user(user_id).await?;
-                match user {
-                    Some(user) if user.is_active => self.issue(user.id, family_id).await,
-                    Some(_) => Err(ServiceError::InactiveUser),
-                    None => Err(ServiceError::Unauthenticated(BAD_REFRESH_TOKEN)),
-                }
-            }
-            RefreshTokenUse::Refused(RefreshDecision::Replayed) => {
-                Err(ServiceError::Unauthenticated(
-                    "This refresh token was already used; its session has been revoked. Log in again.",
-                ))
-            }
-            RefreshTokenUse::Refused(_) => Err(ServiceError::Unauthenticated(BAD_REFRESH_TOKEN)),
+        match rotation {
+            Rotation::Rotated {
+                user_id,
+                session_id,
+            } => self.issue(user_id, &session_id, token),
+            Rotation::Inactive { .. } => Err(ServiceError::InactiveUser),
+            Rotation::Refused {
+                decision: RefreshDecision::Replayed,
+                ..
+            } => Err(ServiceError::Unauthenticated(
+                "This refresh token was already used; its session has been ended. Log in again.",
+            )),
+            Rotation::Refused { .. } => Err(ServiceError::Unauthenticated(BAD_REFRESH_TOKEN)),
         }
     }
 
     /// Ends the session the token belongs to. Unknown or spent tokens are fine.
     pub async fn logout(&self, refresh_token: &str) -> ServiceResult<()> {
-        self.store
-            .revoke_refresh_family_of(&refresh_token_hash(refresh_token), self.clock.now())
+        let token_hash = refresh_token_hash(refresh_token);
+        self.directory
+            .end_sessions(SessionScope::OfToken { token_hash })
             .await?;
         Ok(())
     }
 
-    pub(super) async fn revoke_sessions(&self, user_id: UserId) -> ServiceResult<()> {
-        self.store
-            .revoke_user_refresh_tokens(user_id, self.clock.now())
-            .await?;
-        Ok(())
-    }
-
-    /// The active user a bearer token belongs to.
+    /// The active user a bearer token belongs to, if its session is live.
     pub async fn authenticate(&self, access_token: &str) -> ServiceResult<Caller> {
-        let user_id = self
+        let (user_id, session_id) = self
             .access
             .verify(access_token)
             .ok_or(ServiceError::Unauthenticated(BAD_ACCESS_TOKEN))?;
-        let (user, _) = self.directory.user(user_id).await?;
+        // One freshness check serves the session, the user and the rest of the request.
+        let fresh = self.directory.freshness().await;
+        let session = self
+            .directory
+            .session_as_of(&session_id, user_id, fresh)
+            .await?;
+        let (user, _) = self.directory.user_as_of(user_id, Some(fresh)).await?;
         let user = user.ok_or(ServiceError::Unauthenticated(
             "The access token's user no longer exists.",
         ))?;
+        // A deactivated account says so (as its login would); its sessions ended with
+        // the deactivation, so reactivating it revives none of them.
         if !user.is_active {
             return Err(ServiceError::InactiveUser);
         }
-        Ok(Caller { user })
+        let now = self.clock.now();
+        let session = match session {
+            Some(s) if s.record.user_id == user_id && s.record.is_live(now) => s,
+            _ => return Err(ServiceError::Unauthenticated(ENDED_SESSION)),
+        };
+        if session.claim_touch(now, TOUCH_EVERY) {
+            // Off the request's path: recording use must never slow or fail a request.
+            let store = self.store.clone();
+            let id = session_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_session(&id, now).await {
+                    tracing::debug!(error = %e, "could not record session use");
+                }
+            });
+        }
+        Ok(Caller {
+            user,
+            session_id,
+            fresh,
+        })
     }
 
-    async fn issue(&self, user_id: UserId, family_id: String) -> ServiceResult<Issued> {
-        let now = self.clock.now();
+    /// Live sessions of `user_id`, newest first; `current` marks the caller's.
+    async fn sessions_of(
+        &self,
+        caller: &Caller,
+        user_id: UserId,
+    ) -> ServiceResult<Vec<SessionView>> {
+        let sessions = self.store.list_sessions(user_id, self.clock.now()).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|record| SessionView {
+                current: record.id == caller.session_id,
+                record,
+            })
+            .collect())
+    }
+
+    pub async fn my_sessions(&self, caller: &Caller) -> ServiceResult<Vec<SessionView>> {
+        self.sessions_of(caller, caller.id()).await
+    }
+
+    /// Ends one of the caller's own live sessions (404 for anyone else's or an unknown one).
+    pub async fn end_my_session(&self, caller: &Caller, session_id: &str) -> ServiceResult<()> {
+        let ended = self
+            .directory
+            .end_sessions(SessionScope::One {
+                user_id: caller.id(),
+                session_id: session_id.to_string(),
+            })
+            .await?;
+        if ended.is_empty() {
+            return Err(ServiceError::NotFound(SESSION_NOT_FOUND));
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the caller but the current one.
+    pub async fn end_my_other_sessions(&self, caller: &Caller) -> ServiceResult<()> {
+        self.directory
+            .end_sessions(SessionScope::AllOf {
+                user_id: caller.id(),
+                except: Some(caller.session_id.clone()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A user's live sessions, for a superuser.
+    pub async fn sessions_for(
+        &self,
+        caller: &Caller,
+        user_id: UserId,
+    ) -> ServiceResult<Vec<SessionView>> {
+        caller.require_superuser()?;
+        self.require_user(user_id).await?;
+        self.sessions_of(caller, user_id).await
+    }
+
+    /// Ends every session of a user, for a superuser.
+    pub async fn end_sessions_for(&self, caller: &Caller, user_id: UserId) -> ServiceResult<()> {
+        caller.require_superuser()?;
+        self.require_user(user_id).await?;
+        self.directory
+            .end_sessions(SessionScope::AllOf {
+                user_id,
+                except: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn require_user(&self, user_id: UserId) -> ServiceResult<()> {
+        match self.store.get_user(user_id).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotFound(super::USER_NOT_FOUND)),
+        }
+    }
+
+    /// Deletes ended sessions and spent or expired refresh tokens, a batch per statement,
+    /// until none are left; returns how many rows went.
+    pub async fn prune(&self) -> ServiceResult<u64> {
+        let mut total = 0;
+        loop {
+            let pruned = self
+                .store
+                .prune_sessions(self.clock.now(), PRUNE_BATCH)
+                .await?;
+            total += pruned;
+            self.pruned.fetch_add(pruned, Ordering::Relaxed);
+            if pruned < u64::from(PRUNE_BATCH) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Rows pruned since start-up (for `/metrics`).
+    pub fn pruned_rows(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
+    }
+
+    /// Prunes every PRUNE_EVERY for as long as the service lives.
+    pub fn spawn_pruner(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PRUNE_EVERY).await;
+                let Some(auth) = weak.upgrade() else { break };
+                match auth.prune().await {
+                    Ok(0) => {}
+                    Ok(rows) => tracing::info!(rows, "pruned ended sessions and spent tokens"),
+                    Err(e) => tracing::warn!(error = %e, "session pruning failed; retrying later"),
+                }
+            }
+        });
+    }
+
+    /// A new refresh token (and what the store keeps of it), expiring by `limit` at the
+    /// latest.
+    fn next_refresh_token(
+        &self,
+        now: DateTime<Utc>,
+        limit: Option<DateTime<Utc>>,
+    ) -> ServiceResult<(NewRefreshToken, String)> {
+        let token = random_token().map_err(ServiceError::Internal)?;
+        let expires_at = now + duration(self.refresh_ttl)?;
+        let expires_at = limit.map_or(expires_at, |limit| expires_at.min(limit));
+        Ok((
+            NewRefreshToken {
+                token_hash: refresh_token_hash(&token),
+                created_at: now,
+                expires_at,
+            },
+            token,
+        ))
+    }
+
+    fn issue(
+        &self,
+        user_id: UserId,
+        session_id: &str,
+        refresh_token: String,
+    ) -> ServiceResult<Issued> {
         // JWT validation reads the system clock, so access tokens are stamped by it too.
         let access_token = self
             .access
-            .issue(user_id, chrono::Utc::now())
+            .issue(user_id, session_id, Utc::now())
             .map_err(ServiceError::Internal)?;
-        let refresh_token = random_token().map_err(ServiceError::Internal)?;
-        let refresh_ttl =
-            chrono::Duration::from_std(self.refresh_ttl).map_err(ServiceError::internal)?;
-        self.store
-            .insert_refresh_token(NewRefreshToken {
-                token_hash: refresh_token_hash(&refresh_token),
-                family_id,
-                user_id,
-                created_at: now,
-                expires_at: now + refresh_ttl,
-            })
-            .await?;
         Ok(Issued {
             tokens: TokenPair {
                 access_token,
@@ -193,4 +406,8 @@ impl AuthService {
             user_id,
         })
     }
+}
+
+fn duration(d: Duration) -> ServiceResult<chrono::Duration> {
+    chrono::Duration::from_std(d).map_err(ServiceError::internal)
 }

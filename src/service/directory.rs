@@ -5,10 +5,18 @@ use std::sync::Arc;
 
 use super::Clock;
 use crate::{
-    cache::{Caches, Lookup},
+    cache::{CachedSession, Caches, Lookup},
     domain::{DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery},
-    store::{Invalidation, InvalidationHandler, ListenerHealth, StoreError, UserChunks, UserStore},
+    store::{
+        Invalidation, InvalidationHandler, ListenerHealth, NewRefreshToken, Rotation,
+        SessionRecord, SessionScope, StoreError, UserChunks, UserStore,
+    },
 };
+
+/// Whether this instance's caches may answer for the current request (decided once per
+/// request, after it arrived).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fresh(pub bool);
 
 pub struct Directory {
     store: Arc<dyn UserStore>,
@@ -80,21 +88,96 @@ impl Directory {
     }
 
     /// Whether the caches may answer: another instance's write whose notification has not
-    /// arrived yet would otherwise be read stale (PostgreSQL; always true on SQLite).
-    async fn caches_usable(&self) -> bool {
-        self.listener.is_none() || self.store.caches_are_current().await
+    /// arrived yet would otherwise be read stale (PostgreSQL; always true on SQLite). One
+    /// answer holds for the whole request that asked (see `store::postgres::barrier`), so a
+    /// request asks once and passes it on as `Fresh`.
+    pub async fn freshness(&self) -> Fresh {
+        Fresh(self.listener.is_none() || self.store.caches_are_current().await)
     }
 
-    pub async fn user(&self, id: UserId) -> Result<(Option<Arc<User>>, Lookup), StoreError> {
-        if !self.caches_usable().await {
+    async fn usable(&self, fresh: Option<Fresh>) -> bool {
+        match fresh {
+            Some(Fresh(usable)) => usable,
+            None => self.freshness().await.0,
+        }
+    }
+
+    pub async fn user_as_of(
+        &self,
+        id: UserId,
+        fresh: Option<Fresh>,
+    ) -> Result<(Option<Arc<User>>, Lookup), StoreError> {
+        if !self.usable(fresh).await {
             let user = self.store.get_user(id).await?;
             return Ok((user.map(Arc::new), Lookup::Miss));
         }
         self.caches.user(id, self.store.get_user(id)).await
     }
 
-    pub async fn dashboard(&self) -> Result<(Arc<DashboardStats>, Lookup), StoreError> {
-        if !self.caches_usable().await {
+    /// A session, checked per request: through the cache when it may answer.
+    pub async fn session_as_of(
+        &self,
+        id: &str,
+        user_id: UserId,
+        fresh: Fresh,
+    ) -> Result<Option<Arc<CachedSession>>, StoreError> {
+        if !fresh.0 {
+            let session = self.store.get_session(id).await?;
+            return Ok(session.map(|s| Arc::new(CachedSession::new(s))));
+        }
+        Ok(self
+            .caches
+            .session(id, user_id, self.store.get_session(id))
+            .await?
+            .0)
+    }
+
+    pub async fn open_session(
+        &self,
+        session: SessionRecord,
+        first_token: NewRefreshToken,
+    ) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        to_completion(async move { store.open_session(session, first_token).await }).await
+    }
+
+    /// Spends a refresh token for the next; a replay ends the session everywhere.
+    pub async fn rotate(
+        &self,
+        token_hash: String,
+        next: NewRefreshToken,
+    ) -> Result<Rotation, StoreError> {
+        let (store, caches, now) = (self.store.clone(), self.caches.clone(), self.clock.now());
+        to_completion(async move {
+            let rotation = store.rotate_refresh_token(&token_hash, next, now).await;
+            if let Ok(Rotation::Refused {
+                user_id: Some(user_id),
+                ..
+            }) = &rotation
+            {
+                caches.invalidate_users(&[*user_id]).await;
+            }
+            rotation
+        })
+        .await
+    }
+
+    /// Ends sessions; their tokens stop working on every instance once this returns.
+    pub async fn end_sessions(&self, scope: SessionScope) -> Result<Vec<UserId>, StoreError> {
+        let (store, caches, now) = (self.store.clone(), self.caches.clone(), self.clock.now());
+        to_completion(async move {
+            let users = store.end_sessions(scope, now).await?;
+            caches.invalidate_users(&users).await;
+            Ok(users)
+        })
+        .await
+    }
+
+    pub async fn dashboard_as_of(
+        &self,
+        fresh: Option<Fresh>,
+    ) -> Result<(Arc<DashboardStats>, Lookup), StoreError> {
+        if !self.usable(fresh).await {
             let stats = self.store.dashboard_stats(self.clock.now()).await?;
             return Ok((Arc::new(stats), Lookup::Miss));
         }
@@ -164,10 +247,14 @@ impl Directory {
     /// A page of users. For the common filters (none, only `is_active`, only
     /// `is_superuser`) the total comes from the cached dashboard counts instead of a
     /// COUNT over the table.
-    pub async fn list(&self, query: &UserQuery) -> Result<Page<User>, StoreError> {
+    pub async fn list(
+        &self,
+        query: &UserQuery,
+        fresh: Option<Fresh>,
+    ) -> Result<Page<User>, StoreError> {
         let known_total = match self.caches.enabled() {
             true => match total_from_dashboard(&query.filter) {
-                Some(pick) => Some(pick(&self.dashboard().await?.0)),
+                Some(pick) => Some(pick(&self.dashboard_as_of(fresh).await?.0)),
                 None => None,
             },
             false => None,

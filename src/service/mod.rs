@@ -19,7 +19,8 @@ pub use crate::{
     cache::{CacheStats, Lookup},
     store::UserChunks,
 };
-pub use auth::{AuthService, Issued, TokenPair};
+pub use auth::{AuthService, ClientInfo, Issued, PRUNE_BATCH, SessionView, TokenPair};
+pub use directory::Fresh;
 pub use error::{LAST_SUPERUSER, ServiceError, ServiceResult, USER_NOT_FOUND};
 pub use input::{ChangeRequest, UserDraft};
 pub use operations::{CacheFigures, Operations};
@@ -45,15 +46,27 @@ impl Clock {
         Self(Arc::new(move || at))
     }
 
+    /// The system time plus `offset_secs`, which the holder may move forward (tests of
+    /// lifetimes, without waiting for them).
+    pub fn shifted(offset_secs: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        Self(Arc::new(move || {
+            let offset = offset_secs.load(std::sync::atomic::Ordering::SeqCst);
+            now_micros() + chrono::Duration::seconds(offset)
+        }))
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         (self.0)()
     }
 }
 
-/// The authenticated user a request acts for.
+/// The authenticated user a request acts for, through which live session, and whether
+/// this instance's caches may answer for the request (decided once, at authentication).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: Arc<User>,
+    pub session_id: String,
+    pub fresh: Fresh,
 }
 
 impl Caller {
@@ -110,7 +123,8 @@ impl Services {
             auth.clone(),
             clock,
         );
-        let operations = Operations::new(store, directory);
+        auth.spawn_pruner();
+        let operations = Operations::new(store, directory, auth.clone());
         Ok(Self {
             users,
             auth,

@@ -2,15 +2,16 @@
 
 use std::sync::Arc;
 
-use super::{Caller, ServiceResult, directory::Directory};
+use super::{AuthService, Caller, ServiceResult, directory::Directory};
 use crate::{
     cache::CacheStats,
-    store::{PoolStatus, StoreError, UserStore},
+    store::{CoherenceStats, PoolStatus, StoreError, UserStore},
 };
 
 pub struct Operations {
     store: Arc<dyn UserStore>,
     directory: Arc<Directory>,
+    auth: Arc<AuthService>,
 }
 
 /// Both caches' figures and whether caching is on.
@@ -24,8 +25,21 @@ pub struct CacheFigures {
 }
 
 impl Operations {
-    pub(super) fn new(store: Arc<dyn UserStore>, directory: Arc<Directory>) -> Self {
-        Self { store, directory }
+    pub(super) fn new(
+        store: Arc<dyn UserStore>,
+        directory: Arc<Directory>,
+        auth: Arc<AuthService>,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            auth,
+        }
+    }
+
+    /// Rows of ended sessions and spent tokens pruned since start-up.
+    pub fn pruned_session_rows(&self) -> u64 {
+        self.auth.pruned_rows()
     }
 
     pub fn backend(&self) -> &'static str {
@@ -39,6 +53,11 @@ impl Operations {
 
     pub fn pool_status(&self) -> PoolStatus {
         self.store.pool_status()
+    }
+
+    /// The PostgreSQL read barrier's figures (`None` on SQLite).
+    pub fn coherence_stats(&self) -> Option<CoherenceStats> {
+        self.store.coherence_stats()
     }
 
     pub async fn cache_figures(&self) -> CacheFigures {

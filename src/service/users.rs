@@ -13,8 +13,8 @@ use crate::{
     cache::Lookup,
     config::Settings,
     domain::{
-        DashboardStats, Email, FieldError, NewUser, Page, User, UserChanges, UserId, UserQuery,
-        fold_email,
+        DashboardStats, Email, EndSessions, FieldError, NewUser, Page, User, UserChanges, UserId,
+        UserQuery, fold_email,
     },
     store::{StoreError, UserChunks, UserStore},
 };
@@ -180,7 +180,7 @@ impl UserService {
 
     pub async fn list(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<Page<User>> {
         caller.require_superuser()?;
-        Ok(self.directory.list(query).await?)
+        Ok(self.directory.list(query, Some(caller.fresh)).await?)
     }
 
     pub fn export(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<UserChunks> {
@@ -195,7 +195,7 @@ impl UserService {
                 "You may only read your own account.",
             ));
         }
-        match self.directory.user(id).await?.0 {
+        match self.directory.user_as_of(id, Some(caller.fresh)).await?.0 {
             Some(user) => Ok(user),
             None => Err(ServiceError::NotFound(super::error::USER_NOT_FOUND)),
         }
@@ -203,7 +203,7 @@ impl UserService {
 
     pub async fn dashboard(&self, caller: &Caller) -> ServiceResult<(Arc<DashboardStats>, Lookup)> {
         caller.require_superuser()?;
-        Ok(self.directory.dashboard().await?)
+        Ok(self.directory.dashboard_as_of(Some(caller.fresh)).await?)
     }
 
     /// A superuser's change to any account.
@@ -214,11 +214,14 @@ impl UserService {
         request: ChangeRequest,
     ) -> ServiceResult<User> {
         caller.require_superuser()?;
-        let current = self.directory.user(id).await?.0;
+        let current = self.directory.user_as_of(id, Some(caller.fresh)).await?.0;
         let valid = request
             .validate(current.as_deref().map(|u| u.email.as_str()))
             .map_err(ServiceError::Invalid)?;
-        self.apply(id, valid).await
+        // A password set by someone else, or a deactivation, ends every session.
+        let ends = valid.password.is_some() || valid.is_active == Some(false);
+        self.apply(id, valid, ends.then_some(EndSessions::All))
+            .await
     }
 
     /// A user's change to their own account: never its flags; a new password or email
@@ -254,10 +257,20 @@ impl UserService {
         let valid = request
             .validate(Some(&caller.user.email))
             .map_err(ServiceError::Invalid)?;
-        self.apply(caller.id(), valid).await
+        // An own password change ends the other sessions; this one goes on.
+        let ends = valid
+            .password
+            .is_some()
+            .then(|| EndSessions::AllExcept(caller.session_id.clone()));
+        self.apply(caller.id(), valid, ends).await
     }
 
-    async fn apply(&self, id: UserId, valid: ValidChanges) -> ServiceResult<User> {
+    async fn apply(
+        &self,
+        id: UserId,
+        valid: ValidChanges,
+        end_sessions: Option<EndSessions>,
+    ) -> ServiceResult<User> {
         let hashed_password = match &valid.password {
             Some(p) => Some(self.auth.hash(p.expose()).await?),
             None => None,
@@ -268,13 +281,10 @@ impl UserService {
             hashed_password,
             is_active: valid.is_active,
             is_superuser: valid.is_superuser,
+            end_sessions,
         };
-        let ends_sessions = changes.hashed_password.is_some() || changes.is_active == Some(false);
-        let user = self.directory.update(id, changes).await?;
-        if ends_sessions {
-            self.auth.revoke_sessions(id).await?;
-        }
-        Ok(user)
+        // One transaction: the change and the end of the sessions it ends.
+        Ok(self.directory.update(id, changes).await?)
     }
 
     /// A superuser deletes another account (never their own, never the last active

@@ -45,6 +45,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0004_email_key.sql"),
         fixup: Some(Fixup::FoldEmailKeys),
     },
+    Migration {
+        version: 5,
+        name: "sessions",
+        sql: include_str!("../../migrations/sqlite/0005_sessions.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -103,6 +109,12 @@ pub const POSTGRES: &[Migration] = &[
         name: "email_key",
         sql: include_str!("../../migrations/postgres/0004_email_key.sql"),
         fixup: Some(Fixup::FoldEmailKeys),
+    },
+    Migration {
+        version: 5,
+        name: "sessions",
+        sql: include_str!("../../migrations/postgres/0005_sessions.sql"),
+        fixup: None,
     },
 ];
 

@@ -84,22 +84,61 @@ pub struct UserCredentials {
     pub hashed_password: String,
 }
 
+/// A refresh token to store (only its hash is kept). Its session is given separately.
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken {
     pub token_hash: String,
-    pub family_id: String,
-    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
 
-/// What presenting a refresh token found (decided by `domain::refresh_decision`).
+/// A login's session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshTokenUse {
-    /// Valid and now spent; the caller issues the next token of the family.
-    Consumed { user_id: UserId, family_id: String },
-    /// Not spendable. On `Replayed` the store has revoked the token's family.
-    Refused(RefreshDecision),
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl SessionRecord {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// What presenting a refresh token did (decided by `domain::refresh_decision`, with the
+/// session's state read and locked in the same transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was spent and `next` stored in its place, in one transaction.
+    Rotated { user_id: UserId, session_id: String },
+    /// The account is inactive; nothing changed.
+    Inactive { user_id: UserId },
+    /// Not spendable. On `Replayed` the store has ended the token's session, whose user
+    /// is named so caches can forget it.
+    Refused {
+        decision: RefreshDecision,
+        user_id: Option<UserId>,
+    },
+}
+
+/// Which sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionScope {
+    /// One session, only if it belongs to `user_id` and is live.
+    One { user_id: UserId, session_id: String },
+    /// Every live session of a user, but `except`.
+    AllOf {
+        user_id: UserId,
+        except: Option<String>,
+    },
+    /// The session of a refresh token (logout).
+    OfToken { token_hash: String },
 }
 
 /// The columns of a `User`, in the order both stores read them.
@@ -115,6 +154,15 @@ pub struct PoolStatus {
     pub checked_in: u32,
     pub checked_out: u32,
     pub total_connections: u32,
+}
+
+/// How the PostgreSQL read barrier is doing: reads of the write sequence, the cached
+/// reads they served, and the time those spent waiting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoherenceStats {
+    pub barrier_reads: u64,
+    pub barrier_requests: u64,
+    pub barrier_wait_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +194,10 @@ pub trait UserStore: Send + Sync + 'static {
     /// may answer. Always true where one process owns the data.
     async fn caches_are_current(&self) -> bool {
         true
+    }
+    /// Figures of the cross-instance read barrier, where there is one.
+    fn coherence_stats(&self) -> Option<CoherenceStats> {
+        None
     }
 
     /// Returns the stored value for `key`, storing `candidate` first if there is none.
@@ -181,21 +233,46 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<Page<User>, StoreError>;
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError>;
 
-    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;
-    async fn use_refresh_token(
+    /// Stores a new session and its first refresh token, in one transaction.
+    async fn open_session(
         &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RefreshTokenUse, StoreError>;
-    async fn revoke_refresh_family_of(
-        &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
+        session: SessionRecord,
+        first_token: NewRefreshToken,
     ) -> Result<(), StoreError>;
-    async fn revoke_user_refresh_tokens(
+    /// Spends the refresh token with `token_hash` and stores `next` in its session, in one
+    /// transaction that reads and locks the session (reuse ends the session).
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        next: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> Result<Rotation, StoreError>;
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// A user's live sessions, newest first.
+    async fn list_sessions(
         &self,
         user_id: UserId,
         now: DateTime<Utc>,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Records use of a session (callers do this at most once a minute per session).
+    async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Ends the sessions in `scope` and their refresh tokens; returns whose they were
+    /// (empty when nothing live matched).
+    async fn end_sessions(
+        &self,
+        scope: SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UserId>, StoreError>;
+    /// Deletes up to `batch` rows of ended sessions and spent or expired refresh tokens;
+    /// returns how many went.
+    async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
+    /// Replaces a password hash with one of the current cost, unless the password changed
+    /// meanwhile; sessions and `updated_at` are untouched.
+    async fn upgrade_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
     ) -> Result<(), StoreError>;
 }
 

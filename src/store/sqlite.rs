@@ -13,8 +13,8 @@ use rusqlite::{
 use tokio::sync::Semaphore;
 
 use super::{
-    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus,
-    RefreshTokenUse, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
+    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
+    SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
     dashboard_windows, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
@@ -22,8 +22,9 @@ use super::{
 use crate::{
     config::SqliteLocation,
     domain::{
-        DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId,
-        UserQuery, fold_email, needs_another_active_superuser, now_micros, refresh_decision,
+        DashboardStats, Email, EndSessions, NewUser, Page, RefreshDecision, User, UserChanges,
+        UserId, UserQuery, fold_email, needs_another_active_superuser, now_micros,
+        refresh_decision,
     },
 };
 
@@ -290,6 +291,87 @@ fn apply_migrations(
     }
     tx.commit()?;
     Ok(migrations::report(list, applied))
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, ip, user_agent, revoked_at";
+
+fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
+    let revoked_at: Option<i64> = row.get(7)?;
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        created_at: timestamp(row, 2)?,
+        last_used_at: timestamp(row, 3)?,
+        expires_at: timestamp(row, 4)?,
+        ip: row.get(5)?,
+        user_agent: row.get(6)?,
+        revoked_at: revoked_at.and_then(DateTime::from_timestamp_micros),
+    })
+}
+
+/// A refresh token's row with its session's and user's state.
+struct FoundToken {
+    id: i64,
+    session_id: String,
+    user_id: UserId,
+    expires_at: DateTime<Utc>,
+    spent: bool,
+    session_live: bool,
+    user_active: bool,
+    session_expires_at: DateTime<Utc>,
+}
+
+fn insert_token(
+    conn: &Connection,
+    token: &NewRefreshToken,
+    session_id: &str,
+    user_id: UserId,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            token.token_hash,
+            session_id,
+            user_id,
+            micros(token.expires_at),
+            micros(token.created_at)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Ends the live sessions matching `condition` and revokes their refresh tokens; returns
+/// whose sessions they were. The condition's parameters are ?1, ?2…
+fn end_session_rows(
+    conn: &Connection,
+    condition: &str,
+    values: impl rusqlite::Params + Clone,
+    now: DateTime<Utc>,
+) -> Result<Vec<UserId>, StoreError> {
+    let now = micros(now);
+    let mut stmt = conn.prepare(&format!(
+        "UPDATE sessions SET revoked_at = {now}
+         WHERE revoked_at IS NULL AND ({condition})
+         RETURNING id, user_id"
+    ))?;
+    let ended = stmt
+        .query_map(values, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, UserId>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut revoke = conn.prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+    )?;
+    let mut users: Vec<UserId> = Vec::new();
+    for (session_id, user_id) in ended {
+        revoke.execute(params![now, session_id])?;
+        if !users.contains(&user_id) {
+            users.push(user_id);
+        }
+    }
+    Ok(users)
 }
 
 /// Re-folds the keys of emails with characters beyond ASCII, which SQL's lower() left alone.
@@ -704,6 +786,20 @@ impl UserStore for SqliteStore {
             {
                 return Err(StoreError::LastActiveSuperuser);
             }
+            match changes.end_sessions {
+                Some(EndSessions::All) => {
+                    end_session_rows(&tx, "user_id = ?1", params![id], now_micros())?;
+                }
+                Some(EndSessions::AllExcept(keep)) => {
+                    end_session_rows(
+                        &tx,
+                        "user_id = ?1 AND id <> ?2",
+                        params![id, keep],
+                        now_micros(),
+                    )?;
+                }
+                None => {}
+            }
             tx.commit()?;
             Ok(user)
         })
@@ -810,65 +906,107 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+    async fn open_session(
+        &self,
+        session: SessionRecord,
+        first_token: NewRefreshToken,
+    ) -> Result<(), StoreError> {
         self.run_write(move |conn| {
-            conn.execute(
-                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
                 params![
-                    token.token_hash,
-                    token.family_id,
-                    token.user_id,
-                    micros(token.expires_at),
-                    micros(token.created_at)
+                    session.id,
+                    session.user_id,
+                    micros(session.created_at),
+                    micros(session.expires_at),
+                    session.ip,
+                    session.user_agent
                 ],
             )?;
+            insert_token(&tx, &first_token, &session.id, session.user_id)?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    async fn use_refresh_token(
+    async fn rotate_refresh_token(
         &self,
         token_hash: &str,
+        next: NewRefreshToken,
         now: DateTime<Utc>,
-    ) -> Result<RefreshTokenUse, StoreError> {
+    ) -> Result<Rotation, StoreError> {
         let token_hash = token_hash.to_string();
+        // The single writer serialises rotations, logouts and revocations: the session's
+        // state read here cannot change before this transaction commits.
         self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let found = tx
                 .query_row(
-                    "SELECT id, family_id, user_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL
-                     FROM refresh_tokens WHERE token_hash = ?1",
-                    [&token_hash],
+                    "SELECT t.id, t.family_id, t.user_id, t.expires_at,
+                            t.used_at IS NOT NULL OR t.revoked_at IS NOT NULL,
+                            s.revoked_at IS NULL AND s.expires_at > ?2, u.is_active, s.expires_at
+                     FROM refresh_tokens AS t
+                     JOIN sessions AS s ON s.id = t.family_id
+                     JOIN users AS u ON u.id = t.user_id
+                     WHERE t.token_hash = ?1",
+                    params![token_hash, micros(now)],
                     |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, UserId>(2)?,
-                            timestamp(r, 3)?,
-                            r.get::<_, bool>(4)?,
-                        ))
+                        Ok(FoundToken {
+                            id: r.get(0)?,
+                            session_id: r.get(1)?,
+                            user_id: r.get(2)?,
+                            expires_at: timestamp(r, 3)?,
+                            spent: r.get(4)?,
+                            session_live: r.get(5)?,
+                            user_active: r.get(6)?,
+                            session_expires_at: timestamp(r, 7)?,
+                        })
                     },
                 )
                 .optional()?;
-            let decision = refresh_decision(found.as_ref().map(|f| (f.4, f.3)), now);
+            let decision = refresh_decision(
+                found
+                    .as_ref()
+                    .map(|f| (f.spent, f.expires_at, f.session_live)),
+                now,
+            );
             let outcome = match (decision, found) {
-                (RefreshDecision::Spend, Some((id, family_id, user_id, ..))) => {
+                (RefreshDecision::Spend, Some(f)) if !f.user_active => {
+                    Rotation::Inactive { user_id: f.user_id }
+                }
+                (RefreshDecision::Spend, Some(f)) => {
                     tx.execute(
                         "UPDATE refresh_tokens SET used_at = ?1 WHERE id = ?2",
-                        params![micros(now), id],
+                        params![micros(now), f.id],
                     )?;
-                    RefreshTokenUse::Consumed { user_id, family_id }
-                }
-                (RefreshDecision::Replayed, Some((_, family_id, ..))) => {
+                    let next = NewRefreshToken {
+                        expires_at: next.expires_at.min(f.session_expires_at),
+                        ..next
+                    };
+                    insert_token(&tx, &next, &f.session_id, f.user_id)?;
                     tx.execute(
-                        "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
-                        params![micros(now), family_id],
+                        "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2",
+                        params![micros(now), f.session_id],
                     )?;
-                    RefreshTokenUse::Refused(RefreshDecision::Replayed)
+                    Rotation::Rotated {
+                        user_id: f.user_id,
+                        session_id: f.session_id,
+                    }
                 }
-                (decision, _) => RefreshTokenUse::Refused(decision),
+                (RefreshDecision::Replayed, Some(f)) => {
+                    end_session_rows(&tx, "id = ?1", params![f.session_id], now)?;
+                    Rotation::Refused {
+                        decision,
+                        user_id: Some(f.user_id),
+                    }
+                }
+                (decision, _) => Rotation::Refused {
+                    decision,
+                    user_id: None,
+                },
             };
             tx.commit()?;
             Ok(outcome)
@@ -876,33 +1014,122 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn revoke_refresh_family_of(
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                    [id],
+                    session_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_sessions(
         &self,
-        token_hash: &str,
+        user_id: UserId,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let token_hash = token_hash.to_string();
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+                 ORDER BY created_at DESC, id DESC"
+            ))?;
+            let rows = stmt.query_map(params![user_id, micros(now)], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_string();
         self.run_write(move |conn| {
             conn.execute(
-                "UPDATE refresh_tokens SET revoked_at = ?1
-                 WHERE revoked_at IS NULL
-                   AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?2)",
-                params![micros(now), token_hash],
+                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 AND last_used_at < ?1",
+                params![micros(now), id],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn revoke_user_refresh_tokens(
+    async fn end_sessions(
+        &self,
+        scope: SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UserId>, StoreError> {
+        self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let users = match scope {
+                SessionScope::One {
+                    user_id,
+                    session_id,
+                } => end_session_rows(
+                    &tx,
+                    "id = ?1 AND user_id = ?2",
+                    params![session_id, user_id],
+                    now,
+                )?,
+                SessionScope::AllOf { user_id, except } => end_session_rows(
+                    &tx,
+                    "user_id = ?1 AND id IS NOT ?2",
+                    params![user_id, except],
+                    now,
+                )?,
+                SessionScope::OfToken { token_hash } => end_session_rows(
+                    &tx,
+                    "id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?1)",
+                    params![token_hash],
+                    now,
+                )?,
+            };
+            tx.commit()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.run_write(move |conn| {
+            let now = micros(now);
+            // Tokens first: spent or revoked ones of ended sessions, and expired ones.
+            let tokens = conn.execute(
+                "DELETE FROM refresh_tokens WHERE id IN (
+                     SELECT t.id FROM refresh_tokens AS t
+                     LEFT JOIN sessions AS s ON s.id = t.family_id
+                     WHERE t.expires_at <= ?1 OR s.id IS NULL
+                        OR s.revoked_at IS NOT NULL OR s.expires_at <= ?1
+                     LIMIT ?2)",
+                params![now, batch],
+            )?;
+            let sessions = conn.execute(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT s.id FROM sessions AS s
+                     WHERE (s.revoked_at IS NOT NULL OR s.expires_at <= ?1)
+                       AND NOT EXISTS (SELECT 1 FROM refresh_tokens AS t WHERE t.family_id = s.id)
+                     LIMIT ?2)",
+                params![now, batch],
+            )?;
+            Ok((tokens + sessions) as u64)
+        })
+        .await
+    }
+
+    async fn upgrade_password_hash(
         &self,
         user_id: UserId,
-        now: DateTime<Utc>,
+        old_hash: &str,
+        new_hash: &str,
     ) -> Result<(), StoreError> {
+        let (old_hash, new_hash) = (old_hash.to_string(), new_hash.to_string());
         self.run_write(move |conn| {
             conn.execute(
-                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
-                params![micros(now), user_id],
+                "UPDATE users SET hashed_password = ?1 WHERE id = ?2 AND hashed_password = ?3",
+                params![new_hash, user_id, old_hash],
             )?;
             Ok(())
         })
@@ -926,7 +1153,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4]);
+        assert_eq!(report.applied, [4, 5]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

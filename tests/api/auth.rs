@@ -102,6 +102,8 @@ backend_tests! {
         // Deactivation revoked the refresh token too; reactivation does not bring it back.
         app.patch(&format!("/api/v1/users/{id}"), Some(app.admin()), json!({"is_active": true})).await;
         app.post("/api/v1/auth/refresh", None, json!({"refresh_token": session["refresh_token"]})).await.assert_error(401, "unauthorized");
+        // Nor the access token: its session ended with the deactivation.
+        app.get("/api/v1/users/me", Some(access)).await.assert_error(401, "unauthorized");
     }
 
     async fn a_deleted_users_access_token_is_401(backend) {
@@ -114,9 +116,12 @@ backend_tests! {
     async fn expired_forged_and_garbage_access_tokens_are_401(backend) {
         let app = TestApp::spawn(backend).await;
         let keys = AccessTokens::new(JWT_SECRET.as_bytes(), Duration::from_secs(60));
-        let expired = keys.issue(1, Utc::now() - chrono::Duration::seconds(120)).unwrap();
-        let forged = AccessTokens::new(b"someone-elses-secret-someone-else", Duration::from_secs(60)).issue(1, Utc::now()).unwrap();
-        let valid = keys.issue(1, Utc::now()).unwrap();
+        let sid = session_of(app.admin());
+        let expired = keys.issue(1, &sid, Utc::now() - chrono::Duration::seconds(120)).unwrap();
+        let forged = AccessTokens::new(b"someone-elses-secret-someone-else", Duration::from_secs(60)).issue(1, &sid, Utc::now()).unwrap();
+        let no_such_session = keys.issue(1, "made-up-session", Utc::now()).unwrap();
+        app.get("/api/v1/users/me", Some(&no_such_session)).await.assert_error(401, "unauthorized");
+        let valid = keys.issue(1, &sid, Utc::now()).unwrap();
         let mut parts: Vec<String> = valid.split('.').map(str::to_string).collect();
         parts[0] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0".into(); // {"alg":"none","typ":"JWT"}
         let alg_none = format!("{}.{}.", parts[0], parts[1]);
@@ -133,17 +138,19 @@ backend_tests! {
         let key = EncodingKey::from_secret(JWT_SECRET.as_bytes());
         let now = Utc::now().timestamp();
         let sign = |claims: serde_json::Value| encode(&Header::default(), &claims, &key).unwrap();
-        let future = sign(json!({"sub": "1", "iat": now, "nbf": now + 120, "exp": now + 600}));
-        let no_exp = sign(json!({"sub": "1", "iat": now, "nbf": now}));
-        let bad_sub = sign(json!({"sub": "root", "iat": now, "nbf": now, "exp": now + 600}));
-        for token in [&future, &no_exp, &bad_sub] {
+        let sid = session_of(app.admin());
+        let future = sign(json!({"sub": "1", "sid": sid, "iat": now, "nbf": now + 120, "exp": now + 600}));
+        let no_exp = sign(json!({"sub": "1", "sid": sid, "iat": now, "nbf": now}));
+        let bad_sub = sign(json!({"sub": "root", "sid": sid, "iat": now, "nbf": now, "exp": now + 600}));
+        let no_sid = sign(json!({"sub": "1", "iat": now, "nbf": now, "exp": now + 600}));
+        for token in [&future, &no_exp, &bad_sub, &no_sid] {
             app.get("/api/v1/users/me", Some(token)).await.assert_error(401, "unauthorized");
         }
         // A valid token names exactly one user; changing the name breaks the signature.
-        let valid = sign(json!({"sub": "1", "iat": now, "nbf": now, "exp": now + 600}));
+        let valid = sign(json!({"sub": "1", "sid": sid, "iat": now, "nbf": now, "exp": now + 600}));
         let mut parts: Vec<String> = valid.split('.').map(str::to_string).collect();
         use base64::Engine;
-        let payload = json!({"sub": other.to_string(), "iat": now, "nbf": now, "exp": now + 600});
+        let payload = json!({"sub": other.to_string(), "sid": sid, "iat": now, "nbf": now, "exp": now + 600});
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
         app.get("/api/v1/users/me", Some(&parts.join("."))).await.assert_error(401, "unauthorized");
         assert_eq!(app.get("/api/v1/users/me", Some(&valid)).await.body["id"], 1);
@@ -202,4 +209,17 @@ backend_tests! {
         // Both verify an argon2 hash; a skipped verification would be ~100× faster.
         assert!(u > k / 5.0 && k > u / 5.0, "known {k:.4}s vs unknown {u:.4}s");
     }
+}
+
+/// The session id an access token names (its `sid` claim).
+pub fn session_of(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("JSON claims");
+    claims["sid"].as_str().expect("a sid claim").to_string()
 }

@@ -8,6 +8,7 @@ use roster::{
     app::{self, BootstrapAdmin, LaunchOptions},
     config::Settings,
     service::Clock,
+    state::AppState,
     store::UserStore,
 };
 use serde_json::{Value, json};
@@ -120,6 +121,7 @@ fn with_database(base: &str, database: &str) -> String {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
+    pub state: Arc<AppState>,
     /// The store under the app (wrapped as the test asked), to check what was written.
     pub store: Arc<dyn UserStore>,
     pub bootstrap: Option<BootstrapAdmin>,
@@ -250,15 +252,40 @@ impl TestApp {
 
     /// Like `spawn_with`, with the service's clock fixed at `now`.
     pub async fn spawn_at(backend: Backend, now: chrono::DateTime<chrono::Utc>) -> Self {
+        Self::spawn_with_clock(backend, &[], Clock::fixed(now)).await
+    }
+
+    /// Like `spawn_with`, with the service reading `clock`.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+        clock: Clock,
+    ) -> Self {
         let options = LaunchOptions {
-            clock: Clock::fixed(now),
+            clock,
             ..LaunchOptions::default()
         };
         Self::start(
             backend,
             TestDatabase::fresh(backend).await,
-            Self::vars(&[]),
+            Self::vars(overrides),
             options,
+        )
+        .await
+    }
+
+    /// A second server over the same database with configuration `overrides` on top of
+    /// this one's, as after a restart with changed settings.
+    pub async fn restart_with(&self, overrides: &[(&str, &str)]) -> Self {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        Self::start(
+            self.backend,
+            self.database.clone(),
+            vars,
+            LaunchOptions::default(),
         )
         .await
     }
@@ -339,6 +366,7 @@ impl TestApp {
         let mut app = Self {
             base: format!("http://{}", launched.addr),
             client,
+            state: launched.state,
             store,
             bootstrap: launched.bootstrap,
             database,

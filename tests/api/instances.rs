@@ -247,3 +247,195 @@ async fn instances_recover_and_stay_coherent_after_the_listener_connection_is_ki
         .unwrap();
     assert_eq!(health["status"], "healthy");
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn concurrent_readers_on_one_instance_never_see_a_write_older_than_the_last_completed() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let c = Cluster::start().await;
+    let created = c
+        .write(
+            &c.a,
+            reqwest::Method::POST,
+            "/api/v1/users",
+            json!({"email": "hot@example.com", "password": "password-123", "full_name": "0"}),
+        )
+        .await;
+    let path = format!("/api/v1/users/{}", created["id"]);
+    // The highest version whose write had returned to the client.
+    let completed = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let reader = || async {
+        let mut reads = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            let floor = completed.load(Ordering::SeqCst);
+            let seen: u64 = c.get(&c.b, &path).await["full_name"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            assert!(
+                seen >= floor,
+                "B answered version {seen} after version {floor} had been written"
+            );
+            reads += 1;
+        }
+        reads
+    };
+    let writer = async {
+        for version in 1..=60u64 {
+            c.write(
+                &c.a,
+                reqwest::Method::PATCH,
+                &path,
+                json!({"full_name": version.to_string()}),
+            )
+            .await;
+            completed.store(version, Ordering::SeqCst);
+        }
+        done.store(true, Ordering::SeqCst);
+    };
+    let readers = futures_util::future::join_all((0..16).map(|_| reader()));
+    let (reads, ()) = tokio::join!(readers, writer);
+    let reads: u64 = reads.iter().sum();
+    assert!(
+        reads > 100,
+        "the readers overlapped the writes ({reads} reads)"
+    );
+}
+
+/// The value of an unlabelled counter in a Prometheus exposition.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn cached_reads_share_sequence_reads() {
+    let c = Cluster::start().await;
+    let metrics = || async {
+        c.client
+            .get(c.b.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = metrics().await;
+    let client = || async {
+        for _ in 0..20 {
+            c.get(&c.b, "/api/v1/dashboard/stats").await;
+        }
+    };
+    futures_util::future::join_all((0..64).map(|_| client())).await;
+    let after = metrics().await;
+    let delta = |name| counter(&after, name) - counter(&before, name);
+    let (requests, reads) = (
+        delta("coherence_barrier_requests_total"),
+        delta("coherence_barrier_reads_total"),
+    );
+    eprintln!("{requests} cached reads, {reads} sequence reads");
+    assert!(
+        requests >= 1280,
+        "every cached read asks the barrier ({requests})"
+    );
+    assert!(
+        reads * 4 <= requests,
+        "{reads} sequence reads for {requests} cached reads: reads are not shared"
+    );
+    assert!(counter(&after, "coherence_barrier_wait_microseconds_total") > 0);
+}
+
+impl Cluster {
+    /// A fresh login of the cluster's superuser through `on`: a new session.
+    async fn login(&self, on: &RosterProcess) -> Value {
+        self.client
+            .post(on.url("/api/v1/auth/login"))
+            .json(&json!({"email": "root@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn me_status(&self, on: &RosterProcess, pair: &Value) -> u16 {
+        self.client
+            .get(on.url("/api/v1/users/me"))
+            .bearer_auth(pair["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn logout(&self, on: &RosterProcess, pair: &Value) {
+        let r = self
+            .client
+            .post(on.url("/api/v1/auth/logout"))
+            .json(&json!({"refresh_token": pair["refresh_token"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn a_session_ended_through_one_instance_is_refused_by_the_other_on_the_next_request() {
+    let c = Cluster::start().await;
+    for round in 0..10 {
+        let pair = c.login(&c.a).await;
+        // B has checked (and cached) the session.
+        assert_eq!(c.me_status(&c.b, &pair).await, 200, "round {round}");
+        assert_eq!(c.me_status(&c.b, &pair).await, 200, "round {round}");
+        c.logout(&c.a, &pair).await;
+        assert_eq!(
+            c.me_status(&c.b, &pair).await,
+            401,
+            "round {round}: B accepted a token of a session A had ended"
+        );
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn without_its_listener_an_instance_checks_sessions_in_the_database() {
+    let mut c = Cluster::start().await;
+    let pair = c.login(&c.a).await;
+    assert_eq!(c.me_status(&c.b, &pair).await, 200);
+    assert_eq!(c.me_status(&c.b, &pair).await, 200);
+    assert_eq!(c.kill_listeners().await, 2);
+    // Ended while B cannot hear about it: B must not trust its cached session.
+    c.logout(&c.a, &pair).await;
+    assert_eq!(
+        c.me_status(&c.b, &pair).await,
+        401,
+        "B trusted a stale session"
+    );
+    let said = |text: &'static str| {
+        move |v: &Value| v["message"].as_str().is_some_and(|m| m.contains(text))
+    };
+    c.b.wait_for(said("listener connected"));
+    assert_eq!(c.me_status(&c.b, &pair).await, 401);
+    let fresh = c.login(&c.a).await;
+    assert_eq!(c.me_status(&c.b, &fresh).await, 200);
+}

@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 #[cfg(feature = "sqlite")]
 mod process;
+mod sessions;
 mod users;
 mod users_list;
 

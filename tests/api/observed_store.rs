@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use roster::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
     store::{
-        MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError, UserChunks,
-        UserCredentials, UserStore,
+        MigrationReport, NewRefreshToken, PoolStatus, Rotation, SessionRecord, SessionScope,
+        StoreError, UserChunks, UserCredentials, UserStore,
     },
 };
 
@@ -88,6 +88,9 @@ impl UserStore for ObservedStore {
     ) -> Option<Arc<roster::store::ListenerHealth>> {
         self.inner.listen_for_invalidations(handler)
     }
+    fn coherence_stats(&self) -> Option<roster::store::CoherenceStats> {
+        self.inner.coherence_stats()
+    }
     async fn caches_are_current(&self) -> bool {
         self.inner.caches_are_current().await
     }
@@ -152,28 +155,57 @@ impl UserStore for ObservedStore {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.dashboard_stats(now).await
     }
-    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
-        self.inner.insert_refresh_token(token).await
-    }
-    async fn use_refresh_token(
+    async fn open_session(
         &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RefreshTokenUse, StoreError> {
-        self.inner.use_refresh_token(token_hash, now).await
-    }
-    async fn revoke_refresh_family_of(
-        &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
+        session: SessionRecord,
+        first_token: NewRefreshToken,
     ) -> Result<(), StoreError> {
-        self.inner.revoke_refresh_family_of(token_hash, now).await
+        self.calls.check()?;
+        self.inner.open_session(session, first_token).await
     }
-    async fn revoke_user_refresh_tokens(
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        next: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> Result<Rotation, StoreError> {
+        self.calls.check()?;
+        self.inner.rotate_refresh_token(token_hash, next, now).await
+    }
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.calls.check()?;
+        self.inner.get_session(id).await
+    }
+    async fn list_sessions(
         &self,
         user_id: UserId,
         now: DateTime<Utc>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.calls.check()?;
+        self.inner.list_sessions(user_id, now).await
+    }
+    async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.touch_session(id, now).await
+    }
+    async fn end_sessions(
+        &self,
+        scope: SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UserId>, StoreError> {
+        self.calls.check()?;
+        self.inner.end_sessions(scope, now).await
+    }
+    async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.inner.prune_sessions(now, batch).await
+    }
+    async fn upgrade_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
     ) -> Result<(), StoreError> {
-        self.inner.revoke_user_refresh_tokens(user_id, now).await
+        self.inner
+            .upgrade_password_hash(user_id, old_hash, new_hash)
+            .await
     }
 }

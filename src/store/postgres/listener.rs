@@ -54,6 +54,37 @@ pub(super) async fn latest_write(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(latest).unwrap_or(0))
 }
 
+/// The watermark, and a signal for requests waiting for it to advance.
+#[derive(Default)]
+pub(super) struct Applied {
+    pub(super) watermark: std::sync::Mutex<Watermark>,
+    pub(super) advanced: tokio::sync::Notify,
+}
+
+impl Applied {
+    /// Whether every write up to `latest` has been applied here, waiting up to `limit`
+    /// for notifications still on their way (they trail their commits by moments).
+    pub(super) async fn wait_to_cover(&self, latest: u64, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let advanced = self.advanced.notified();
+            let covered = match self.watermark.lock() {
+                Ok(mut w) => w.covers(latest),
+                Err(_) => return false,
+            };
+            if covered {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return match self.watermark.lock() {
+                    Ok(mut w) => w.covers(latest),
+                    Err(_) => false,
+                };
+            }
+        }
+    }
+}
+
 /// Which write numbers this instance has applied: every one up to `applied`, and some
 /// beyond it (notifications arrive in commit order, numbers are drawn slightly earlier).
 #[derive(Default)]
@@ -141,7 +172,7 @@ pub(super) async fn run_listener(
     pool: PgPool,
     handler: InvalidationHandler,
     health: Arc<ListenerHealth>,
-    watermark: Arc<std::sync::Mutex<Watermark>>,
+    applied: Arc<Applied>,
 ) {
     let mut backoff = LISTENER_BACKOFF_MIN;
     loop {
@@ -156,9 +187,10 @@ pub(super) async fn run_listener(
         .await;
         match connected {
             Ok((mut listener, latest)) => {
-                if let Ok(mut w) = watermark.lock() {
+                if let Ok(mut w) = applied.watermark.lock() {
                     w.reset(latest);
                 }
+                applied.advanced.notify_waiters();
                 health.set_connected(true);
                 backoff = LISTENER_BACKOFF_MIN;
                 if !handler(Invalidation::Everything) {
@@ -172,9 +204,10 @@ pub(super) async fn run_listener(
                             if !handler(invalidation) {
                                 return;
                             }
-                            if let (Some(seq), Ok(mut w)) = (seq, watermark.lock()) {
+                            if let (Some(seq), Ok(mut w)) = (seq, applied.watermark.lock()) {
                                 w.record(seq);
                             }
+                            applied.advanced.notify_waiters();
                         }
                         Ok(None) => break,
                         Err(e) => {

@@ -12,22 +12,24 @@ use sqlx::{
 };
 use tracing::Instrument;
 
+mod barrier;
 mod listener;
 
-use listener::{
-    CURRENT_WAIT, LISTENER_APPLICATION_NAME, Watermark, latest_write, notify_users, run_listener,
-};
+use barrier::ReadBarrier;
+
+use listener::{Applied, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users, run_listener};
 
 use super::{
-    EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, InvalidationHandler,
-    ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, RefreshTokenUse, StoreError,
-    USER_COLUMNS, UserChunks, UserCredentials, UserStore, dashboard_windows, like_pattern,
+    CoherenceStats, EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD,
+    InvalidationHandler, ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
+    SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
+    dashboard_windows, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::domain::{
-    DashboardStats, Email, NewUser, Page, RefreshDecision, User, UserChanges, UserId, UserQuery,
-    fold_email, needs_another_active_superuser, now_micros, refresh_decision,
+    DashboardStats, Email, EndSessions, NewUser, Page, RefreshDecision, User, UserChanges, UserId,
+    UserQuery, fold_email, needs_another_active_superuser, now_micros, refresh_decision,
 };
 
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
@@ -41,7 +43,8 @@ pub struct PostgresStore {
     /// One connection for LISTEN, apart from the request pool.
     listener_pool: PgPool,
     listener: std::sync::OnceLock<Arc<ListenerHealth>>,
-    watermark: Arc<std::sync::Mutex<Watermark>>,
+    applied: Arc<Applied>,
+    barrier: ReadBarrier,
 }
 
 impl PostgresStore {
@@ -60,11 +63,12 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(listener_options);
         Ok(Self {
+            barrier: ReadBarrier::start(pool.clone()),
             pool,
             pool_size,
             listener_pool,
             listener: std::sync::OnceLock::new(),
-            watermark: Arc::default(),
+            applied: Arc::default(),
         })
     }
 }
@@ -158,6 +162,104 @@ async fn apply_migrations(
     }
     tx.commit().await?;
     Ok(migrations::report(list, applied))
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, ip, user_agent, revoked_at";
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        expires_at: row.try_get("expires_at")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A refresh token's row with its session's and user's state.
+struct FoundToken {
+    id: i64,
+    session_id: String,
+    user_id: UserId,
+    expires_at: DateTime<Utc>,
+    spent: bool,
+    session_live: bool,
+    user_active: bool,
+    session_expires_at: DateTime<Utc>,
+}
+
+async fn insert_token(
+    tx: &mut sqlx::PgConnection,
+    token: &NewRefreshToken,
+    session_id: &str,
+    user_id: UserId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&token.token_hash)
+    .bind(session_id)
+    .bind(user_id)
+    .bind(token.expires_at)
+    .bind(token.created_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Ends the live sessions in `scope` and revokes their refresh tokens; returns whose
+/// sessions they were. The caller NOTIFYs (most callers already do for the user).
+async fn end_session_rows(
+    tx: &mut sqlx::PgConnection,
+    scope: SessionScope,
+    now: DateTime<Utc>,
+) -> Result<Vec<UserId>, StoreError> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE sessions SET revoked_at = ");
+    qb.push_bind(now).push(" WHERE revoked_at IS NULL AND ");
+    match scope {
+        SessionScope::One {
+            user_id,
+            session_id,
+        } => {
+            qb.push("id = ")
+                .push_bind(session_id)
+                .push(" AND user_id = ")
+                .push_bind(user_id);
+        }
+        SessionScope::AllOf { user_id, except } => {
+            qb.push("user_id = ").push_bind(user_id);
+            if let Some(keep) = except {
+                qb.push(" AND id <> ").push_bind(keep);
+            }
+        }
+        SessionScope::OfToken { token_hash } => {
+            qb.push("id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ")
+                .push_bind(token_hash)
+                .push(")");
+        }
+    }
+    qb.push(" RETURNING id, user_id");
+    let ended: Vec<(String, UserId)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    if ended.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ended.iter().map(|(id, _)| id.clone()).collect();
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = ANY($2) AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    let mut users: Vec<UserId> = ended.into_iter().map(|(_, user)| user).collect();
+    users.sort_unstable();
+    users.dedup();
+    Ok(users)
 }
 
 /// Re-folds the keys of emails with characters beyond ASCII, where lower() may differ.
@@ -295,7 +397,7 @@ impl UserStore for PostgresStore {
             self.pool.clone(),
             handler,
             health.clone(),
-            self.watermark.clone(),
+            self.applied.clone(),
         ));
         Some(health)
     }
@@ -307,24 +409,14 @@ impl UserStore for PostgresStore {
         if !listener.is_connected() {
             return false;
         }
-        let Ok(latest) = latest_write(&self.pool).await else {
+        let Some(latest) = self.barrier.latest_before_now().await else {
             return false;
         };
-        // Notifications trail their commits by moments: wait a little before giving up.
-        let deadline = tokio::time::Instant::now() + CURRENT_WAIT;
-        loop {
-            let covered = match self.watermark.lock() {
-                Ok(mut w) => w.covers(latest),
-                Err(_) => return false,
-            };
-            if covered {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.applied.wait_to_cover(latest, CURRENT_WAIT).await
+    }
+
+    fn coherence_stats(&self) -> Option<CoherenceStats> {
+        Some(self.barrier.stats())
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -563,6 +655,17 @@ impl UserStore for PostgresStore {
         {
             ensure_active_superuser_remains(&mut tx).await?;
         }
+        if let Some(end) = changes.end_sessions {
+            let except = match end {
+                EndSessions::All => None,
+                EndSessions::AllExcept(keep) => Some(keep),
+            };
+            let scope = SessionScope::AllOf {
+                user_id: id,
+                except,
+            };
+            end_session_rows(&mut tx, scope, now_micros()).await?;
+        }
         notify_users(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(user)
@@ -658,97 +761,227 @@ impl UserStore for PostgresStore {
         })
     }
 
-    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+    async fn open_session(
+        &self,
+        session: SessionRecord,
+        first_token: NewRefreshToken,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent)
+             VALUES ($1, $2, $3, $3, $4, $5, $6)",
         )
-        .bind(token.token_hash)
-        .bind(token.family_id)
-        .bind(token.user_id)
-        .bind(token.expires_at)
-        .bind(token.created_at)
-        .execute(&self.pool)
+        .bind(&session.id)
+        .bind(session.user_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(&session.ip)
+        .bind(&session.user_agent)
+        .execute(&mut *tx)
         .await?;
+        insert_token(&mut tx, &first_token, &session.id, session.user_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn use_refresh_token(
+    async fn rotate_refresh_token(
         &self,
         token_hash: &str,
+        next: NewRefreshToken,
         now: DateTime<Utc>,
-    ) -> Result<RefreshTokenUse, StoreError> {
+    ) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The session row first, locked: rotations, logouts and revocations of one session
+        // take their turns, so a token minted here is seen by any revocation after it.
+        let session_id: Option<String> =
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(session_id) = &session_id {
+            sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(
-            "SELECT id, family_id, user_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL AS spent
-             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            "SELECT t.id, t.family_id, t.user_id, t.expires_at,
+                    t.used_at IS NOT NULL OR t.revoked_at IS NOT NULL AS spent,
+                    s.revoked_at IS NULL AND s.expires_at > $2 AS session_live,
+                    u.is_active, s.expires_at AS session_expires_at
+             FROM refresh_tokens AS t
+             JOIN sessions AS s ON s.id = t.family_id
+             JOIN users AS u ON u.id = t.user_id
+             WHERE t.token_hash = $1
+             FOR UPDATE OF t",
         )
         .bind(token_hash)
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let found = match &row {
-            Some(row) => Some((
-                row.try_get::<i64, _>("id")?,
-                row.try_get::<String, _>("family_id")?,
-                row.try_get::<UserId, _>("user_id")?,
-                row.try_get::<DateTime<Utc>, _>("expires_at")?,
-                row.try_get::<bool, _>("spent")?,
-            )),
+            Some(row) => Some(FoundToken {
+                id: row.try_get("id")?,
+                session_id: row.try_get("family_id")?,
+                user_id: row.try_get("user_id")?,
+                expires_at: row.try_get("expires_at")?,
+                spent: row.try_get("spent")?,
+                session_live: row.try_get("session_live")?,
+                user_active: row.try_get("is_active")?,
+                session_expires_at: row.try_get("session_expires_at")?,
+            }),
             None => None,
         };
-        let decision = refresh_decision(found.as_ref().map(|f| (f.4, f.3)), now);
+        let decision = refresh_decision(
+            found
+                .as_ref()
+                .map(|f| (f.spent, f.expires_at, f.session_live)),
+            now,
+        );
         let outcome = match (decision, found) {
-            (RefreshDecision::Spend, Some((id, family_id, user_id, ..))) => {
+            (RefreshDecision::Spend, Some(f)) if !f.user_active => {
+                Rotation::Inactive { user_id: f.user_id }
+            }
+            (RefreshDecision::Spend, Some(f)) => {
                 sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
                     .bind(now)
-                    .bind(id)
+                    .bind(f.id)
                     .execute(&mut *tx)
                     .await?;
-                RefreshTokenUse::Consumed { user_id, family_id }
-            }
-            (RefreshDecision::Replayed, Some((_, family_id, ..))) => {
-                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+                let next = NewRefreshToken {
+                    expires_at: next.expires_at.min(f.session_expires_at),
+                    ..next
+                };
+                insert_token(&mut tx, &next, &f.session_id, f.user_id).await?;
+                sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
                     .bind(now)
-                    .bind(&family_id)
+                    .bind(&f.session_id)
                     .execute(&mut *tx)
                     .await?;
-                RefreshTokenUse::Refused(RefreshDecision::Replayed)
+                Rotation::Rotated {
+                    user_id: f.user_id,
+                    session_id: f.session_id,
+                }
             }
-            (decision, _) => RefreshTokenUse::Refused(decision),
+            (RefreshDecision::Replayed, Some(f)) => {
+                end_session_rows(
+                    &mut tx,
+                    SessionScope::One {
+                        user_id: f.user_id,
+                        session_id: f.session_id,
+                    },
+                    now,
+                )
+                .await?;
+                Rotation::Refused {
+                    decision,
+                    user_id: Some(f.user_id),
+                }
+            }
+            (decision, _) => Rotation::Refused {
+                decision,
+                user_id: None,
+            },
         };
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn revoke_refresh_family_of(
-        &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $2
-             WHERE revoked_at IS NULL
-               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .execute(&self.pool)
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(row.as_ref().map(session_from_row).transpose()?)
     }
 
-    async fn revoke_user_refresh_tokens(
+    async fn list_sessions(
         &self,
         user_id: UserId,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-        )
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+             ORDER BY created_at DESC, id DESC"
+        )))
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
+        Ok(rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND last_used_at < $1")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn end_sessions(
+        &self,
+        scope: SessionScope,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let users = end_session_rows(&mut tx, scope, now).await?;
+        if !users.is_empty() {
+            notify_users(&mut tx, &users).await?;
+        }
+        tx.commit().await?;
+        Ok(users)
+    }
+
+    async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let batch = i64::from(batch);
+        let tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE id IN (
+                 SELECT t.id FROM refresh_tokens AS t
+                 LEFT JOIN sessions AS s ON s.id = t.family_id
+                 WHERE t.expires_at <= $1 OR s.id IS NULL
+                    OR s.revoked_at IS NOT NULL OR s.expires_at <= $1
+                 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT s.id FROM sessions AS s
+                 WHERE (s.revoked_at IS NOT NULL OR s.expires_at <= $1)
+                   AND NOT EXISTS (SELECT 1 FROM refresh_tokens AS t WHERE t.family_id = s.id)
+                 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(tokens + sessions)
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET hashed_password = $1 WHERE id = $2 AND hashed_password = $3")
+            .bind(new_hash)
+            .bind(user_id)
+            .bind(old_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

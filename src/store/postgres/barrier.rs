@@ -1,0 +1,146 @@
+//! The coalesced read barrier: a cached read on PostgreSQL must know the highest write
+//! number drawn before the request arrived, without a database round trip per request.
+//!
+//! ## Why it is correct
+//! Every write transaction draws its number from `roster_write_seq` *before* it commits
+//! (`listener::notify_users`). So a write that committed before a request arrived drew its
+//! number before that arrival, and any read of the sequence's `last_value` that *starts
+//! after* the arrival returns a value at least that number. The cache may answer once this
+//! instance has applied every number up to that value (`listener::Watermark`).
+//!
+//! ## How reads are shared
+//! Reads are numbered (`epoch`). A request notes the epoch of the read in flight (or of
+//! the last one) and asks for the next epoch: that read, by construction, has not started
+//! yet, so it starts after the request arrived. One driver task performs reads one at a
+//! time; a read answers every request that asked for its epoch or an earlier one. However
+//! many requests arrive, the database sees one small query per round trip, and each
+//! request waits for at most the read in flight plus one more.
+//!
+//! The driver is a task of its own, so a request that is dropped (timeout, client gone)
+//! never leaves a half-done read that others wait on.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+
+use super::listener::latest_write;
+use crate::store::CoherenceStats;
+
+/// How long a request waits for a barrier read before it gives up and reads the database.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
+/// The result of the last completed read: its epoch and the sequence value (or that it
+/// failed, so waiters fall back to the database instead of waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Observed {
+    epoch: u64,
+    value: Option<u64>,
+}
+
+#[derive(Default)]
+struct Figures {
+    reads: AtomicU64,
+    requests: AtomicU64,
+    wait_micros: AtomicU64,
+}
+
+/// What requests and the driver share.
+#[derive(Default)]
+struct Shared {
+    /// Epoch of the read started most recently (0: none yet).
+    started: AtomicU64,
+    /// The highest epoch any request waits for.
+    requested: AtomicU64,
+    wake_driver: Notify,
+    figures: Figures,
+}
+
+pub(super) struct ReadBarrier {
+    shared: Arc<Shared>,
+    observed: watch::Receiver<Observed>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl ReadBarrier {
+    /// Starts the driver over `pool`; it stops when the barrier is dropped.
+    pub(super) fn start(pool: PgPool) -> Self {
+        let (publish, observed) = watch::channel(Observed {
+            epoch: 0,
+            value: None,
+        });
+        let shared = Arc::new(Shared::default());
+        let driver = tokio::spawn(drive(shared.clone(), pool, publish));
+        Self {
+            shared,
+            observed,
+            driver,
+        }
+    }
+
+    /// The highest write number drawn before this call, read by a query that started
+    /// after it; `None` when the database could not be asked in time.
+    pub(super) async fn latest_before_now(&self) -> Option<u64> {
+        let began = Instant::now();
+        let shared = &self.shared;
+        shared.figures.requests.fetch_add(1, Ordering::Relaxed);
+        let needed = shared.started.load(Ordering::SeqCst) + 1;
+        shared.requested.fetch_max(needed, Ordering::SeqCst);
+        shared.wake_driver.notify_one();
+        let mut observed = self.observed.clone();
+        let result =
+            tokio::time::timeout(BARRIER_WAIT, observed.wait_for(|o| o.epoch >= needed)).await;
+        let value = match result {
+            Ok(Ok(o)) => o.value,
+            _ => None,
+        };
+        let waited = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        shared
+            .figures
+            .wait_micros
+            .fetch_add(waited, Ordering::Relaxed);
+        value
+    }
+
+    pub(super) fn stats(&self) -> CoherenceStats {
+        let figures = &self.shared.figures;
+        CoherenceStats {
+            barrier_reads: figures.reads.load(Ordering::Relaxed),
+            barrier_requests: figures.requests.load(Ordering::Relaxed),
+            barrier_wait_seconds: figures.wait_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl Drop for ReadBarrier {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Performs one read at a time, each as soon as a request waits for it.
+async fn drive(shared: Arc<Shared>, pool: PgPool, publish: watch::Sender<Observed>) {
+    loop {
+        let woken = shared.wake_driver.notified();
+        let started = shared.started.load(Ordering::SeqCst);
+        if shared.requested.load(Ordering::SeqCst) <= started {
+            woken.await;
+            continue;
+        }
+        // Announce the epoch before the query is sent: a request that sees it may have
+        // arrived after the read began, so it asks for the next one.
+        let epoch = started + 1;
+        shared.started.store(epoch, Ordering::SeqCst);
+        shared.figures.reads.fetch_add(1, Ordering::Relaxed);
+        let value = latest_write(&pool).await.ok();
+        if publish.send(Observed { epoch, value }).is_err() {
+            return; // the barrier is gone
+        }
+    }
+}
