@@ -33,8 +33,9 @@ use tokio::sync::{Notify, watch};
 use super::listener::latest_write;
 use crate::store::CoherenceStats;
 
-/// How long a request waits for a barrier read before it gives up and reads the database.
-const BARRIER_WAIT: Duration = Duration::from_secs(2);
+/// How long one barrier read may take; past it the read counts as failed and its waiters
+/// read the database instead. One timer per read, not one per request.
+const READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// The result of the last completed read: its epoch and the sequence value (or that it
 /// failed, so waiters fall back to the database instead of waiting).
@@ -94,11 +95,10 @@ impl ReadBarrier {
         shared.requested.fetch_max(needed, Ordering::SeqCst);
         shared.wake_driver.notify_one();
         let mut observed = self.observed.clone();
-        let result =
-            tokio::time::timeout(BARRIER_WAIT, observed.wait_for(|o| o.epoch >= needed)).await;
-        let value = match result {
-            Ok(Ok(o)) => o.value,
-            _ => None,
+        // Bounded without a timer of its own: the read it waits for is bounded.
+        let value = match observed.wait_for(|o| o.epoch >= needed).await {
+            Ok(o) => o.value,
+            Err(_) => None,
         };
         let waited = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         shared
@@ -138,7 +138,10 @@ async fn drive(shared: Arc<Shared>, pool: PgPool, publish: watch::Sender<Observe
         let epoch = started + 1;
         shared.started.store(epoch, Ordering::SeqCst);
         shared.figures.reads.fetch_add(1, Ordering::Relaxed);
-        let value = latest_write(&pool).await.ok();
+        let value = match tokio::time::timeout(READ_LIMIT, latest_write(&pool)).await {
+            Ok(Ok(value)) => Some(value),
+            _ => None,
+        };
         if publish.send(Observed { epoch, value }).is_err() {
             return; // the barrier is gone
         }

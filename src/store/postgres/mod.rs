@@ -103,15 +103,17 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A user from a row that starts with `USER_COLUMNS`, read by position (a page of users
+/// is read a column at a time, and name lookups were a visible share of it).
 fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
     Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        full_name: row.try_get("full_name")?,
-        is_active: row.try_get("is_active")?,
-        is_superuser: row.try_get("is_superuser")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        full_name: row.try_get(2)?,
+        is_active: row.try_get(3)?,
+        is_superuser: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        updated_at: row.try_get(6)?,
     })
 }
 
@@ -701,32 +703,42 @@ impl UserStore for PostgresStore {
         query: &UserQuery,
         known_total: Option<u64>,
     ) -> Result<Page<User>, StoreError> {
-        // One snapshot for the total and the page.
+        let page_query = |offset: i64| {
+            let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+            push_filter(&mut qb, query);
+            qb.push(order_sql(query));
+            qb.push(" LIMIT ")
+                .push_bind(query.page.limit())
+                .push(" OFFSET ")
+                .push_bind(offset);
+            qb
+        };
+        let rows = |rows: Vec<PgRow>| {
+            rows.iter()
+                .map(user_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if let Some(total) = known_total {
+            // The total is known (from the cached figures): one statement, no transaction.
+            let items = match query.page.offset() {
+                Some(offset) if offset < i64::try_from(total).unwrap_or(i64::MAX) => {
+                    rows(page_query(offset).build().fetch_all(&self.pool).await?)?
+                }
+                _ => Vec::new(),
+            };
+            return Ok(Page::new(items, total, &query.page));
+        }
+        // One snapshot for the count and the page.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let total: i64 = match known_total {
-            Some(total) => i64::try_from(total).unwrap_or(i64::MAX),
-            None => {
-                let mut count_qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
-                push_filter(&mut count_qb, query);
-                count_qb.build_query_scalar().fetch_one(&mut *tx).await?
-            }
-        };
+        let mut count_qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
+        push_filter(&mut count_qb, query);
+        let total: i64 = count_qb.build_query_scalar().fetch_one(&mut *tx).await?;
         let items = match query.page.offset() {
             Some(offset) if offset < total => {
-                let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-                push_filter(&mut qb, query);
-                qb.push(order_sql(query));
-                qb.push(" LIMIT ")
-                    .push_bind(query.page.limit())
-                    .push(" OFFSET ")
-                    .push_bind(offset);
-                let rows = qb.build().fetch_all(&mut *tx).await?;
-                rows.iter()
-                    .map(user_from_row)
-                    .collect::<Result<Vec<_>, _>>()?
+                rows(page_query(offset).build().fetch_all(&mut *tx).await?)?
             }
             _ => Vec::new(),
         };
@@ -873,6 +885,8 @@ impl UserStore for PostgresStore {
                     now,
                 )
                 .await?;
+                // Other instances must stop accepting the session's access tokens too.
+                notify_users(&mut tx, &[f.user_id]).await?;
                 Rotation::Refused {
                     decision,
                     user_id: Some(f.user_id),
