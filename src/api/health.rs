@@ -107,7 +107,10 @@ async fn probe_database(state: &AppState) -> (Result<(), String>, Duration) {
 
 async fn cache_check(state: &AppState) -> CacheCheck {
     let figures = state.services.operations.cache_figures().await;
-    let stats = figures.dashboard.combine(figures.users);
+    let stats = figures
+        .dashboard
+        .combine(figures.users)
+        .combine(figures.sessions);
     let listener = figures.listener_connected;
     let status = match listener {
         Some(false) => "degraded".to_string(),

@@ -1,8 +1,9 @@
 //! `JsonBody<T>`: a JSON request body whose failures say which field broke which rule.
 //!
 //! poem-openapi's own `Json<T>` reports malformed JSON and a wrong shape as the same
-//! error, without naming the field; SPEC wants 400 for the first and 422 with
-//! `{field, message}` details for the second.
+//! error, without naming the field, and coerces numbers and booleans into strings; SPEC
+//! wants 400 for the first, 422 with `{field, message}` details for the second, and strict
+//! types.
 
 use poem::{FromRequest, Request, RequestBody, Result};
 use poem_openapi::{
@@ -63,24 +64,26 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
                 format!("The body is not valid JSON: {e}."),
             )
         })?;
-        match T::parse_from_json(Some(value.clone())) {
+        // Types are strict (SPEC): a number or boolean where a string is expected is a
+        // wrong type, never coerced, so the schema is checked before poem-openapi parses.
+        let mut violations = Vec::new();
+        let mut registry = Registry::new();
+        T::register(&mut registry);
+        check_value(
+            &registry,
+            &T::schema_ref(),
+            &value,
+            "",
+            None,
+            &mut violations,
+        );
+        if !violations.is_empty() {
+            return Err(ApiError::validation(&violations).into());
+        }
+        match T::parse_from_json(Some(value)) {
             Ok(parsed) => Ok(Self(parsed)),
             Err(err) => {
-                let mut violations = Vec::new();
-                let mut registry = Registry::new();
-                T::register(&mut registry);
-                check_value(
-                    &registry,
-                    &T::schema_ref(),
-                    &value,
-                    "",
-                    None,
-                    &mut violations,
-                );
-                if violations.is_empty() {
-                    violations.push(FieldError::new("body", err.into_message()));
-                }
-                Err(ApiError::validation(&violations).into())
+                Err(ApiError::validation(&[FieldError::new("body", err.into_message())]).into())
             }
         }
     }

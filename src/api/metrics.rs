@@ -55,8 +55,10 @@ pub struct CacheMetrics {
     pub enabled: bool,
     /// Dashboard statistics.
     pub dashboard: CacheFigures,
-    /// Users by id (also used to authenticate every request).
+    /// Users by id.
     pub users: CacheFigures,
+    /// Sessions with their users: checked on every authenticated request.
+    pub sessions: CacheFigures,
 }
 
 #[OpenApi(tag = "ApiTags::Metrics")]
@@ -103,6 +105,7 @@ impl MetricsApi {
             enabled: figures.enabled,
             dashboard: figures.dashboard.into(),
             users: figures.users.into(),
+            sessions: figures.sessions.into(),
         }))
     }
 
@@ -118,7 +121,11 @@ impl MetricsApi {
     async fn prometheus(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
         let operations = &state.services.operations;
         let figures = operations.cache_figures().await;
-        let cache_stats = [("dashboard", figures.dashboard), ("users", figures.users)];
+        let cache_stats = [
+            ("dashboard", figures.dashboard),
+            ("users", figures.users),
+            ("sessions", figures.sessions),
+        ];
         PlainText(state.metrics.render(
             &operations.pool_status(),
             &cache_stats,

@@ -219,8 +219,10 @@ impl AuthService {
             .directory
             .session_as_of(&session_id, user_id, fresh)
             .await?;
-        let (user, _) = self.directory.user_as_of(user_id, Some(fresh)).await?;
-        let user = user.ok_or(ServiceError::Unauthenticated(
+        let Some(session) = session else {
+            return Err(ServiceError::Unauthenticated(ENDED_SESSION));
+        };
+        let user = session.user.clone().ok_or(ServiceError::Unauthenticated(
             "The access token's user no longer exists.",
         ))?;
         // A deactivated account says so (as its login would); its sessions ended with
@@ -229,10 +231,9 @@ impl AuthService {
             return Err(ServiceError::InactiveUser);
         }
         let now = self.clock.now();
-        let session = match session {
-            Some(s) if s.record.user_id == user_id && s.record.is_live(now) => s,
-            _ => return Err(ServiceError::Unauthenticated(ENDED_SESSION)),
-        };
+        if session.record.user_id != user_id || !session.record.is_live(now) {
+            return Err(ServiceError::Unauthenticated(ENDED_SESSION));
+        }
         if session.claim_touch(now, TOUCH_EVERY) {
             // Off the request's path: recording use must never slow or fail a request.
             let store = self.store.clone();

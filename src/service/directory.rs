@@ -114,22 +114,26 @@ impl Directory {
         self.caches.user(id, self.store.get_user(id)).await
     }
 
-    /// A session, checked per request: through the cache when it may answer.
+    /// A session and its user, checked per request: through the cache when it may answer.
     pub async fn session_as_of(
         &self,
         id: &str,
         user_id: UserId,
         fresh: Fresh,
     ) -> Result<Option<Arc<CachedSession>>, StoreError> {
+        let load = async {
+            match self.store.get_session(id).await? {
+                Some(session) => {
+                    let user = self.store.get_user(user_id).await?;
+                    Ok(Some(CachedSession::new(session, user)))
+                }
+                None => Ok(None),
+            }
+        };
         if !fresh.0 {
-            let session = self.store.get_session(id).await?;
-            return Ok(session.map(|s| Arc::new(CachedSession::new(s))));
+            return Ok(load.await?.map(Arc::new));
         }
-        Ok(self
-            .caches
-            .session(id, user_id, self.store.get_session(id))
-            .await?
-            .0)
+        Ok(self.caches.session(id, user_id, load).await?.0)
     }
 
     pub async fn open_session(

@@ -19,6 +19,8 @@ pub struct CacheFigures {
     pub enabled: bool,
     pub dashboard: CacheStats,
     pub users: CacheStats,
+    /// Sessions with their users: what every authenticated request looks up.
+    pub sessions: CacheStats,
     /// `None` where no listener is needed (SQLite, or caching off); else whether it is
     /// connected.
     pub listener_connected: Option<bool>,
@@ -66,6 +68,7 @@ impl Operations {
             enabled: caches.enabled(),
             dashboard: caches.dashboard_stats().await,
             users: caches.user_stats().await,
+            sessions: caches.session_stats().await,
             listener_connected: self.directory.listener_connected(),
         }
     }

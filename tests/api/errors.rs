@@ -82,3 +82,90 @@ backend_tests! {
         assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()));
     }
 }
+
+mod strict_types {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::helpers::{TestApp, backend_tests};
+
+    /// The string fields of a body schema (`$ref` resolved), with the path a client writes them
+    /// at: top-level fields, and the fields of the items of a top-level list (`users[0].email`).
+    fn string_fields(
+        spec: &serde_json::Value,
+        schema: &serde_json::Value,
+    ) -> Vec<(Vec<String>, String)> {
+        let resolve = |s: &serde_json::Value| -> serde_json::Value {
+            match s["$ref"].as_str() {
+                Some(r) => spec["components"]["schemas"][r.rsplit('/').next().unwrap()].clone(),
+                None => s.clone(),
+            }
+        };
+        let schema = resolve(schema);
+        let mut out = Vec::new();
+        for (name, prop) in schema["properties"].as_object().into_iter().flatten() {
+            let prop = resolve(prop);
+            let ty = prop["type"]
+                .as_str()
+                .or_else(|| prop["allOf"][0]["type"].as_str());
+            match ty {
+                Some("string") => out.push((vec![name.clone()], name.clone())),
+                Some("array") => {
+                    let item = resolve(&prop["items"]);
+                    for (inner, prop) in item["properties"].as_object().into_iter().flatten() {
+                        if resolve(prop)["type"] == "string" {
+                            out.push((
+                                vec![name.clone(), "0".into(), inner.clone()],
+                                inner.clone(),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    backend_tests! {
+        async fn every_string_field_of_every_body_refuses_other_json_types(backend) {
+            let app = TestApp::spawn(backend).await;
+            let spec: serde_json::Value = serde_json::from_str(&roster::api::spec_json()).unwrap();
+            let me = app.get("/api/v1/users/me", Some(app.admin())).await.body["id"].as_i64().unwrap();
+            let mut checked = 0;
+            for (path, ops) in spec["paths"].as_object().unwrap() {
+                for (method, op) in ops.as_object().unwrap() {
+                    let schema = &op["requestBody"]["content"]["application/json; charset=utf-8"]["schema"];
+                    if schema.is_null() {
+                        continue;
+                    }
+                    let url = path.replace("{id}", &me.to_string()).replace("{session_id}", "x");
+                    let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                    for (at, field) in string_fields(&spec, schema) {
+                        for wrong in [json!(12345678), json!(true), json!(["a"]), json!({"a": "b"})] {
+                            let mut body = json!({});
+                            let mut slot = &mut body;
+                            for (i, key) in at.iter().enumerate() {
+                                if key == "0" {
+                                    *slot = json!([{}]);
+                                    slot = &mut slot[0];
+                                } else if i + 1 == at.len() {
+                                    slot[key.as_str()] = wrong.clone();
+                                } else {
+                                    slot = &mut slot[key.as_str()];
+                                }
+                            }
+                            let r = app.send(method.clone(), &url, Some(app.admin()), Some(body.clone())).await;
+                            r.assert_error(422, "validation_error");
+                            assert!(r.error_fields().contains(&field), "{method} {url} {body}: {}", r.text);
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+            assert!(checked >= 60, "only {checked} field checks: the walk missed bodies");
+            // Nothing was written by any of them.
+            assert_eq!(app.store.count_users().await.unwrap(), 1);
+        }
+    }
+}
