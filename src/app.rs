@@ -19,7 +19,7 @@ use crate::{
     config::Settings,
     error::ApiError,
     metrics::AppMetrics,
-    middleware::{BodyLimit, Observe, RateLimit, RateLimits, Timeout},
+    middleware::{BodyLimit, Observe, RateLimit, RateLimits, SecurityHeaders, Timeout},
     routes::RouteTable,
     service::{Clock, Services},
     state::AppState,
@@ -147,6 +147,7 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
                 .with_handler(|_| ApiError::internal("handler panicked").into_response()),
         )
         .with(observe)
+        .with(SecurityHeaders)
 }
 
 /// Binds `addr` (port 0 picks a free one).

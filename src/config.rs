@@ -108,6 +108,10 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub session_max_lifetime: Duration,
+    pub login_max_failures: u32,
+    pub login_failure_window: Duration,
+    pub hash_concurrency: usize,
+    pub hash_queue_max: usize,
     pub cache: CacheSettings,
     pub request_timeout: Duration,
     pub rate_limit: RateLimitSettings,
@@ -120,6 +124,11 @@ pub struct Settings {
     pub first_superuser_email: Option<String>,
     pub first_superuser_password: Option<Secret>,
     pub argon2: Argon2Cost,
+}
+
+/// The machine's cores: the default of HASH_CONCURRENCY.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Every bad variable found, one line each.
@@ -234,6 +243,10 @@ impl Settings {
         let access_token_ttl = r.seconds("ACCESS_TOKEN_TTL_SECS", 1800);
         let refresh_token_ttl = r.seconds("REFRESH_TOKEN_TTL_SECS", 1_209_600);
         let session_max_lifetime = r.seconds("SESSION_MAX_LIFETIME_SECS", 2_592_000);
+        let login_max_failures = r.number("LOGIN_MAX_FAILURES", 10u32, 1);
+        let login_failure_window = r.seconds("LOGIN_FAILURE_WINDOW_SECS", 900);
+        let hash_concurrency = r.number("HASH_CONCURRENCY", cores(), 1);
+        let hash_queue_max = r.number("HASH_QUEUE_MAX", 64usize, 0);
         let cache_enabled = r.flag("CACHE_ENABLED", true);
         let dashboard_cache_ttl = r.seconds("DASHBOARD_CACHE_TTL", 60);
         let user_cache_ttl = r.seconds("USER_CACHE_TTL", 300);
@@ -294,6 +307,10 @@ impl Settings {
             access_token_ttl,
             refresh_token_ttl,
             session_max_lifetime,
+            login_max_failures,
+            login_failure_window,
+            hash_concurrency,
+            hash_queue_max,
             cache: CacheSettings {
                 enabled: cache_enabled,
                 dashboard_ttl: dashboard_cache_ttl,

@@ -155,13 +155,23 @@ pub enum ApiError {
     Unprocessable(Json<ErrorBody>),
     /// Too many requests from this client; retry after `Retry-After` seconds.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>),
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds until a retry may succeed.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// An unexpected failure on the server.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     /// The database is unavailable.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds until a retry may succeed, when known.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// The request took longer than the configured timeout.
     #[oai(status = 504)]
     Timeout(Json<ErrorBody>),
@@ -236,10 +246,19 @@ impl ApiError {
             413 => Self::PayloadTooLarge(body),
             415 => Self::UnsupportedMediaType(body),
             422 => Self::Unprocessable(body),
-            429 => Self::TooManyRequests(body),
-            503 => Self::Unavailable(body),
+            429 => Self::TooManyRequests(body, None),
+            503 => Self::Unavailable(body, None),
             504 => Self::Timeout(body),
             _ => Self::Internal(body),
+        }
+    }
+
+    /// Adds `Retry-After` to a 429 or 503.
+    pub fn retry_after(self, seconds: u64) -> Self {
+        match self {
+            Self::TooManyRequests(body, _) => Self::TooManyRequests(body, Some(seconds.max(1))),
+            Self::Unavailable(body, _) => Self::Unavailable(body, Some(seconds.max(1))),
+            other => other,
         }
     }
 
@@ -254,9 +273,9 @@ impl ApiError {
             | Self::PayloadTooLarge(b)
             | Self::UnsupportedMediaType(b)
             | Self::Unprocessable(b)
-            | Self::TooManyRequests(b)
+            | Self::TooManyRequests(b, _)
             | Self::Internal(b)
-            | Self::Unavailable(b)
+            | Self::Unavailable(b, _)
             | Self::Timeout(b) => b,
         }
     }
@@ -398,6 +417,18 @@ impl From<ServiceError> for ApiError {
                 json!({ "emails": emails }),
             ),
             ServiceError::Conflict(message) => Self::new(ErrorCode::Conflict, message),
+            ServiceError::Locked { retry_after_secs } => Self::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "Too many failed password checks for this account; retry in {retry_after_secs} s."
+                ),
+            )
+            .retry_after(retry_after_secs),
+            ServiceError::Busy { retry_after_secs } => Self::new(
+                ErrorCode::ServiceUnavailable,
+                "The server is busy checking passwords; retry shortly.",
+            )
+            .retry_after(retry_after_secs),
             ServiceError::Store(err) => err.into(),
             ServiceError::Internal(detail) => Self::internal(detail),
         }

@@ -104,7 +104,15 @@ impl AppMetrics {
         tracked_clients: usize,
         coherence: Option<CoherenceStats>,
         pruned_session_rows: u64,
+        security_events: &[(&'static str, u64)],
     ) -> String {
+        for (event, count) in security_events {
+            self.counter_absolute(
+                "security_events_total",
+                vec![Label::new("event", *event)],
+                *count,
+            );
+        }
         self.counter_absolute("sessions_pruned_rows_total", vec![], pruned_session_rows);
         if let Some(c) = coherence {
             // Requests per read = requests_total / reads_total; both only grow.

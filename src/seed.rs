@@ -126,7 +126,10 @@ pub async fn seed(
     options: &SeedOptions,
 ) -> Result<(u64, Duration), String> {
     let started = Instant::now();
-    let hash = hasher.hash(SEED_PASSWORD).await?;
+    let hash = hasher
+        .hash(SEED_PASSWORD)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rng = Rng::new();
     let run = format!("{:04x}", rng.below(0x10000));
     let now = now_micros();

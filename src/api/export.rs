@@ -3,8 +3,10 @@
 use poem::{Body, IntoResponse, Response};
 use poem_openapi::{
     ApiResponse,
-    registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry},
-    types::ToJSON,
+    registry::{
+        MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+    },
+    types::{ToJSON, Type},
 };
 
 use super::dto::{ExportFormat, UserOut};
@@ -30,12 +32,20 @@ impl ExportFile {
 
 impl IntoResponse for ExportFile {
     fn into_response(self) -> Response {
-        let content_type = match self.format {
-            ExportFormat::Csv => CSV_CONTENT_TYPE,
-            ExportFormat::Ndjson => NDJSON_CONTENT_TYPE,
+        let (content_type, extension) = match self.format {
+            ExportFormat::Csv => (CSV_CONTENT_TYPE, "csv"),
+            ExportFormat::Ndjson => (NDJSON_CONTENT_TYPE, "ndjson"),
         };
+        let filename = format!(
+            "users-{}.{extension}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        );
         Response::builder()
             .content_type(content_type)
+            .header(
+                "content-disposition",
+                format!("attachment; filename=\"{filename}\""),
+            )
             .body(self.body)
     }
 }
@@ -59,7 +69,15 @@ impl ApiResponse for ExportFile {
                         schema: binary(),
                     },
                 ],
-                headers: vec![],
+                headers: vec![MetaHeader {
+                    name: "Content-Disposition".into(),
+                    description: Some(
+                        "`attachment; filename=\"users-<UTC time>.csv\"` (or `.ndjson`).".into(),
+                    ),
+                    required: true,
+                    deprecated: false,
+                    schema: String::schema_ref(),
+                }],
             }],
         }
     }
@@ -91,8 +109,8 @@ fn encode_csv(users: &[User], with_header: bool) -> Result<Vec<u8>, csv::Error> 
     for u in users {
         writer.write_record([
             u.id.to_string().as_str(),
-            &u.email,
-            u.full_name.as_deref().unwrap_or(""),
+            &neutralise(&u.email),
+            &neutralise(u.full_name.as_deref().unwrap_or("")),
             if u.is_active { "true" } else { "false" },
             if u.is_superuser { "true" } else { "false" },
             &u.created_at.to_rfc3339(),
@@ -100,6 +118,16 @@ fn encode_csv(users: &[User], with_header: bool) -> Result<Vec<u8>, csv::Error> 
         ])?;
     }
     writer.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first) gets a
+/// leading `'`, so it is shown as text (OWASP "CSV injection").
+fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
 }
 
 fn encode_ndjson(users: &[User]) -> Vec<u8> {

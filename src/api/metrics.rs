@@ -116,7 +116,9 @@ impl MetricsApi {
     /// misses, pool gauges, `rate_limited_total`, `http_health_check_status`, and on
     /// PostgreSQL the read barrier's `coherence_barrier_reads_total`,
     /// `coherence_barrier_requests_total` and `coherence_barrier_wait_microseconds_total`;
-    /// `sessions_pruned_rows_total` (ended sessions and spent tokens deleted).
+    /// `sessions_pruned_rows_total` (ended sessions and spent tokens deleted),
+    /// `security_events_total{event}` (failed and locked logins, refresh reuse, privilege
+    /// changes, revocations).
     #[oai(path = "/metrics", method = "get", operation_id = "prometheus_metrics")]
     async fn prometheus(&self, state: Data<&Arc<AppState>>) -> PlainText<String> {
         let operations = &state.services.operations;
@@ -132,6 +134,7 @@ impl MetricsApi {
             state.rate_limits.tracked_clients(),
             operations.coherence_stats(),
             operations.pruned_session_rows(),
+            &operations.security_events(),
         ))
     }
 }

@@ -4,5 +4,5 @@
 mod password;
 mod tokens;
 
-pub use password::PasswordHasher;
+pub use password::{HashError, PasswordHasher};
 pub use tokens::{AccessTokens, random_token, refresh_token_hash};

@@ -6,29 +6,106 @@ use argon2::{
     Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version,
     password_hash::phc::PasswordHash,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Argon2Cost;
+use crate::config::{Argon2Cost, cores};
+
+/// Why password work was not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashError {
+    /// HASH_CONCURRENCY are running and HASH_QUEUE_MAX are waiting: try again shortly.
+    Busy,
+    Failed(String),
+}
+
+impl std::fmt::Display for HashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy => f.write_str("password hashing is at capacity"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for HashError {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+/// The one admission gate for argon2 work: each hash holds ARGON2_MEMORY_KIB of memory
+/// and a core, so at most `concurrency` run and at most `queue_max` wait; the rest are
+/// refused at once rather than piling up threads and memory.
+struct Gate {
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue_max: usize,
+}
+
+/// Counts a waiter for as long as it waits (also when its request is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gate {
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(HashError::Busy);
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Failed(format!("hashing unavailable: {e}")))
+    }
+
+    /// A slot for work already admitted (the rest of a bulk create): it waits, never refused.
+    async fn another_slot(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Failed(format!("hashing unavailable: {e}")))
+    }
+}
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    /// One hash per core at a time: each holds ARGON2_MEMORY_KIB of memory, and more
-    /// concurrent hashes than cores only add memory, not speed.
-    slots: Arc<Semaphore>,
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    gate: Arc<Gate>,
 }
 
 impl PasswordHasher {
     pub fn new(cost: &Argon2Cost) -> Result<Self, String> {
+        Self::with_limits(cost, cores(), 64)
+    }
+
+    /// At most `concurrency` hashes or checks at once, `queue_max` waiting.
+    pub fn with_limits(
+        cost: &Argon2Cost,
+        concurrency: usize,
+        queue_max: usize,
+    ) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         Ok(Self {
             params,
-            slots: Arc::new(Semaphore::new(cores())),
+            gate: Arc::new(Gate {
+                slots: Arc::new(Semaphore::new(concurrency.max(1))),
+                waiting: AtomicUsize::new(0),
+                queue_max,
+            }),
         })
     }
 
@@ -44,16 +121,8 @@ impl PasswordHasher {
             .map_err(|e| format!("password hashing failed: {e}"))
     }
 
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, String> {
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| format!("hashing unavailable: {e}"))
-    }
-
-    pub async fn hash(&self, password: &str) -> Result<String, String> {
-        let slot = self.slot().await?;
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let slot = self.gate.admit().await?;
         let hasher = self.clone();
         let password = password.to_string();
         tokio::task::spawn_blocking(move || {
@@ -61,19 +130,31 @@ impl PasswordHasher {
             hasher.hash_blocking(&password)
         })
         .await
-        .map_err(|e| format!("hashing task failed: {e}"))?
+        .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))?
+        .map_err(HashError::Failed)
     }
 
-    /// Hashes many passwords on all cores at once, off the async executor; order is kept.
-    pub async fn hash_many(&self, passwords: Vec<String>) -> Result<Vec<String>, String> {
+    /// Hashes many passwords, order kept: admitted as one entry of the queue, then spread
+    /// over the gate's slots, off the async executor.
+    pub async fn hash_many(&self, passwords: Vec<String>) -> Result<Vec<String>, HashError> {
+        if passwords.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.gate.admit().await?;
         let per_task = passwords.len().div_ceil(cores()).max(1);
         let mut tasks = Vec::new();
         let mut rest = passwords;
+        let mut slot = Some(first);
         while !rest.is_empty() {
             let tail = rest.split_off(per_task.min(rest.len()));
             let chunk = std::mem::replace(&mut rest, tail);
+            let held = match slot.take() {
+                Some(first) => first,
+                None => self.gate.another_slot().await?,
+            };
             let hasher = self.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
+                let _slot = held;
                 chunk
                     .iter()
                     .map(|p| hasher.hash_blocking(p))
@@ -84,7 +165,7 @@ impl PasswordHasher {
         for task in tasks {
             hashes.extend(
                 task.await
-                    .map_err(|e| format!("hashing task failed: {e}"))??,
+                    .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))??,
             );
         }
         Ok(hashes)
@@ -111,17 +192,19 @@ impl PasswordHasher {
     }
 
     /// Whether `password` matches `phc`; a malformed stored hash never matches.
-    pub async fn verify(&self, password: &str, phc: &str) -> bool {
+    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, HashError> {
+        let slot = self.gate.admit().await?;
         let argon2 = self.argon2();
         let password = password.to_string();
         let phc = phc.to_string();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             argon2
                 .verify_password(password.as_bytes(), phc.as_str())
                 .is_ok()
         })
         .await
-        .unwrap_or(false)
+        .map_err(|e| HashError::Failed(format!("password check failed: {e}")))
     }
 }
 
@@ -143,9 +226,42 @@ mod tests {
         let hasher = cheap();
         let hash = hasher.hash("correct horse").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(hasher.verify("correct horse", &hash).await);
-        assert!(!hasher.verify("wrong horse", &hash).await);
-        assert!(!hasher.verify("correct horse", "not a phc string").await);
+        assert!(hasher.verify("correct horse", &hash).await.unwrap());
+        assert!(!hasher.verify("wrong horse", &hash).await.unwrap());
+        assert!(
+            !hasher
+                .verify("correct horse", "not a phc string")
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_the_queue_work_is_refused_at_once() {
+        let dear = Argon2Cost {
+            memory_kib: 64,
+            iterations: 50,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::with_limits(&dear, 1, 2).unwrap();
+        let attempts = (0..8).map(|i| {
+            let hasher = hasher.clone();
+            async move { hasher.hash(&format!("password-{i}")).await }
+        });
+        let results = futures_util::future::join_all(attempts).await;
+        let refused = results
+            .iter()
+            .filter(|r| **r == Err(HashError::Busy))
+            .count();
+        let done = results.iter().filter(|r| r.is_ok()).count();
+        // One runs, two wait, the other five are refused without waiting.
+        assert_eq!((done, refused), (3, 5), "{results:?}");
+        // A bulk hash is one entry: admitted, then it may use every slot.
+        let many = hasher
+            .hash_many((0..5).map(|i| format!("bulk-{i}")).collect())
+            .await
+            .unwrap();
+        assert_eq!(many.len(), 5);
     }
 
     #[tokio::test]
@@ -170,7 +286,7 @@ mod tests {
         let hashes = hasher.hash_many(passwords.clone()).await.unwrap();
         assert_eq!(hashes.len(), 7);
         for (password, hash) in passwords.iter().zip(&hashes) {
-            assert!(hasher.verify(password, hash).await);
+            assert!(hasher.verify(password, hash).await.unwrap());
         }
         assert!(hasher.hash_many(Vec::new()).await.unwrap().is_empty());
     }

@@ -63,7 +63,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
             .filter(|id| is_valid_request_id(id))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let method = req.method().to_string();
+        let method = method_label(req.method());
         let path = req.uri().path().to_string();
         let ip = client_ip(&req, self.trust_proxy_headers);
         let client_ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
@@ -109,5 +109,23 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
             tracing::info!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "request");
         }
         Ok(response)
+    }
+}
+
+/// The method as a metric label and in the log: one of the standard methods, or `OTHER`,
+/// so no request can add a series (or a 20 kB log field) of its own.
+pub fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
     }
 }

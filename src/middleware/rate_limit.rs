@@ -122,6 +122,7 @@ impl RateLimits {
 
     /// `None` when limits are off or the path is exempt.
     pub fn check(&self, ip: IpAddr, path: &str) -> Option<Verdict> {
+        let ip = client_key(ip);
         if !self.enabled || path == "/health" || path.starts_with("/health/") {
             return None;
         }
@@ -153,6 +154,20 @@ impl RateLimits {
                 }
             }
         }
+    }
+}
+
+/// The key a client is limited by: its IPv4 address, or the /64 of its IPv6 address (one
+/// host usually holds a whole /64, so single addresses would be free to rotate).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
     }
 }
 
@@ -321,6 +336,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5)); // one cell refills in 1 ms
         l.retain_recent();
         assert_eq!(l.tracked_clients(), 0);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let l = limits(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "1")]);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(matches!(
+            l.check(a, "/api/v1/users"),
+            Some(Verdict::Allowed { .. })
+        ));
+        assert!(matches!(
+            l.check(b, "/api/v1/users"),
+            Some(Verdict::Limited { .. })
+        ));
+        assert!(matches!(
+            l.check(elsewhere, "/api/v1/users"),
+            Some(Verdict::Allowed { .. })
+        ));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -11,11 +11,15 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use super::{Caller, Clock, ServiceError, ServiceResult, directory::Directory};
+use super::{
+    Caller, Clock, ServiceError, ServiceResult,
+    directory::Directory,
+    security::{SecurityEvent, SecurityLog},
+};
 use crate::{
     auth::{AccessTokens, PasswordHasher, random_token, refresh_token_hash},
     config::Settings,
-    domain::{Email, RefreshDecision, UserId},
+    domain::{Email, RefreshDecision, UserId, fold_email},
     store::{NewRefreshToken, Rotation, SessionRecord, SessionScope, UserStore},
 };
 
@@ -70,6 +74,9 @@ pub struct AuthService {
     /// Verified against when the email is unknown, so both failures cost the same time.
     dummy_hash: String,
     pruned: AtomicU64,
+    max_failures: u32,
+    failure_window: Duration,
+    pub(super) security: Arc<SecurityLog>,
 }
 
 impl AuthService {
@@ -86,8 +93,15 @@ impl AuthService {
                 .await
                 .map_err(|e| format!("cannot load the JWT secret: {e}"))?,
         };
-        let hasher = PasswordHasher::new(&settings.argon2)?;
-        let dummy_hash = hasher.hash(&random_token()?).await?;
+        let hasher = PasswordHasher::with_limits(
+            &settings.argon2,
+            settings.hash_concurrency,
+            settings.hash_queue_max,
+        )?;
+        let dummy_hash = hasher
+            .hash(&random_token()?)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             store,
             directory,
@@ -98,6 +112,9 @@ impl AuthService {
             clock,
             dummy_hash,
             pruned: AtomicU64::new(0),
+            max_failures: settings.login_max_failures,
+            failure_window: settings.login_failure_window,
+            security: Arc::new(SecurityLog::default()),
         })
     }
 
@@ -106,18 +123,20 @@ impl AuthService {
     }
 
     pub(super) async fn hash(&self, password: &str) -> ServiceResult<String> {
-        self.hasher
-            .hash(password)
-            .await
-            .map_err(ServiceError::Internal)
+        Ok(self.hasher.hash(password).await?)
     }
 
-    /// Whether `password` is the stored password of `user_id`.
+    /// Whether `password` is the stored password of `user_id` (as `current_password`).
+    /// A wrong one counts as a failed login of the account, and a locked account is not
+    /// checked at all: this must not be a way around the login limit.
     pub(super) async fn check_password(
         &self,
         user_id: UserId,
+        email: &str,
         password: &str,
     ) -> ServiceResult<bool> {
+        let key = fold_email(email);
+        let prior = self.refuse_if_locked(&key).await?;
         let hash =
             self.store
                 .get_password_hash(user_id)
@@ -125,7 +144,58 @@ impl AuthService {
                 .ok_or(ServiceError::Unauthenticated(
                     "Your account no longer exists.",
                 ))?;
-        Ok(self.hasher.verify(password, &hash).await)
+        let verified = self.hasher.verify(password, &hash).await?;
+        if verified {
+            if prior.is_some() {
+                self.store.clear_login_failures(&key).await?;
+            }
+        } else {
+            self.count_failure(&key, Some(user_id), "wrong current_password")
+                .await?;
+        }
+        Ok(verified)
+    }
+
+    /// `Err(Locked)` while the account has used up its failures; else the failures counted
+    /// in its current window, if any.
+    async fn refuse_if_locked(&self, key: &str) -> ServiceResult<Option<u32>> {
+        let now = self.clock.now();
+        let window = duration(self.failure_window)?;
+        match self.store.login_failures(key).await? {
+            Some((count, started)) if started + window > now => {
+                if count >= self.max_failures {
+                    let left = (started + window - now).num_milliseconds();
+                    let retry_after_secs = u64::try_from((left + 999) / 1000).unwrap_or(1).max(1);
+                    return Err(ServiceError::Locked { retry_after_secs });
+                }
+                Ok(Some(count))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn count_failure(
+        &self,
+        key: &str,
+        user_id: Option<UserId>,
+        what: &str,
+    ) -> ServiceResult<()> {
+        let now = self.clock.now();
+        let window = duration(self.failure_window)?;
+        let (count, _) = self
+            .store
+            .record_login_failure(key, now, now - window)
+            .await?;
+        self.security
+            .record(SecurityEvent::LoginFailed, user_id, what);
+        if count == self.max_failures {
+            self.security.record(
+                SecurityEvent::LoginLocked,
+                user_id,
+                "LOGIN_MAX_FAILURES reached; further logins are refused until the window ends",
+            );
+        }
+        Ok(())
     }
 
     pub async fn login(
@@ -135,16 +205,26 @@ impl AuthService {
         client: ClientInfo,
     ) -> ServiceResult<Issued> {
         let email = Email::parse(email).map_err(|m| ServiceError::invalid("email", m))?;
+        let key = email.key();
+        let prior = self.refuse_if_locked(&key).await?;
         let found = self.store.find_credentials_by_email(&email).await?;
         let (hash, user) = match &found {
             Some(c) => (c.hashed_password.as_str(), Some(&c.user)),
             None => (self.dummy_hash.as_str(), None),
         };
-        let verified = self.hasher.verify(password, hash).await;
+        let verified = self.hasher.verify(password, hash).await?;
         let user = match user {
             Some(user) if verified => user,
-            _ => return Err(ServiceError::InvalidCredentials),
+            _ => {
+                let who = user.map(|u| u.id);
+                self.count_failure(&key, who, "wrong password at login")
+                    .await?;
+                return Err(ServiceError::InvalidCredentials);
+            }
         };
+        if prior.is_some() {
+            self.store.clear_login_failures(&key).await?;
+        }
         if !user.is_active {
             return Err(ServiceError::InactiveUser);
         }
@@ -190,10 +270,17 @@ impl AuthService {
             Rotation::Inactive { .. } => Err(ServiceError::InactiveUser),
             Rotation::Refused {
                 decision: RefreshDecision::Replayed,
-                ..
-            } => Err(ServiceError::Unauthenticated(
-                "This refresh token was already used; its session has been ended. Log in again.",
-            )),
+                user_id,
+            } => {
+                self.security.record(
+                    SecurityEvent::RefreshReused,
+                    user_id,
+                    "a spent refresh token was presented; its session was ended",
+                );
+                Err(ServiceError::Unauthenticated(
+                    "This refresh token was already used; its session has been ended. Log in again.",
+                ))
+            }
             Rotation::Refused { .. } => Err(ServiceError::Unauthenticated(BAD_REFRESH_TOKEN)),
         }
     }
@@ -318,6 +405,11 @@ impl AuthService {
                 except: None,
             })
             .await?;
+        self.security.record(
+            SecurityEvent::SessionsRevoked,
+            Some(user_id),
+            &format!("every session ended by superuser {}", caller.id()),
+        );
         Ok(())
     }
 
@@ -331,7 +423,11 @@ impl AuthService {
     /// Deletes ended sessions and spent or expired refresh tokens, a batch per statement,
     /// until none are left; returns how many rows went.
     pub async fn prune(&self) -> ServiceResult<u64> {
-        let mut total = 0;
+        let window = duration(self.failure_window)?;
+        let mut total = self
+            .store
+            .prune_login_failures(self.clock.now() - window)
+            .await?;
         loop {
             let pruned = self
                 .store

@@ -1,7 +1,7 @@
 //! `ServiceError`: every way a rule can refuse a request, in the service's own words.
 //! `crate::error` turns each into an HTTP status and error body; nothing here knows HTTP.
 
-use crate::{domain::FieldError, store::StoreError};
+use crate::{auth::HashError, domain::FieldError, store::StoreError};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
@@ -30,6 +30,12 @@ pub enum ServiceError {
     /// The change contradicts the current state.
     #[error("{0}")]
     Conflict(&'static str),
+    /// Too many failed password checks for one account within the window.
+    #[error("account locked for {retry_after_secs} s")]
+    Locked { retry_after_secs: u64 },
+    /// Password hashing is at capacity (HASH_CONCURRENCY running, HASH_QUEUE_MAX waiting).
+    #[error("password hashing is at capacity")]
+    Busy { retry_after_secs: u64 },
     #[error(transparent)]
     Store(StoreError),
     /// A failure of ours (randomness, hashing, signing); the detail is for the log.
@@ -52,6 +58,18 @@ impl From<StoreError> for ServiceError {
 
 pub const USER_NOT_FOUND: &str = "User not found.";
 pub const LAST_SUPERUSER: &str = "This change would leave the system without an active superuser.";
+
+impl From<HashError> for ServiceError {
+    fn from(err: HashError) -> Self {
+        match err {
+            // A second is about what the queue ahead takes to clear at default costs.
+            HashError::Busy => Self::Busy {
+                retry_after_secs: 1,
+            },
+            HashError::Failed(why) => Self::Internal(why),
+        }
+    }
+}
 
 impl ServiceError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {

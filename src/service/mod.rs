@@ -8,6 +8,7 @@ mod directory;
 mod error;
 mod input;
 mod operations;
+mod security;
 mod users;
 
 use std::sync::Arc;

@@ -39,6 +39,11 @@ impl Operations {
         }
     }
 
+    /// Security events by kind since start-up.
+    pub fn security_events(&self) -> Vec<(&'static str, u64)> {
+        self.auth.security.counts()
+    }
+
     /// Rows of ended sessions and spent tokens pruned since start-up.
     pub fn pruned_session_rows(&self) -> u64 {
         self.auth.pruned_rows()

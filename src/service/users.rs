@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use super::{
     AuthService, Caller, ChangeRequest, Clock, ServiceError, ServiceResult, UserDraft,
-    directory::Directory, input::ValidChanges,
+    directory::Directory, input::ValidChanges, security::SecurityEvent,
 };
 use crate::{
     auth::random_token,
@@ -128,12 +128,7 @@ impl UserService {
             .iter()
             .map(|v| v.password.expose().to_string())
             .collect();
-        let hashes = self
-            .auth
-            .hasher()
-            .hash_many(passwords)
-            .await
-            .map_err(ServiceError::Internal)?;
+        let hashes = self.auth.hasher().hash_many(passwords).await?;
         let now = self.clock.now();
         let new_users = valid
             .into_iter()
@@ -220,8 +215,31 @@ impl UserService {
             .map_err(ServiceError::Invalid)?;
         // A password set by someone else, or a deactivation, ends every session.
         let ends = valid.password.is_some() || valid.is_active == Some(false);
-        self.apply(id, valid, ends.then_some(EndSessions::All))
-            .await
+        let privileges = (valid.is_active, valid.is_superuser);
+        let user = self
+            .apply(id, valid, ends.then_some(EndSessions::All))
+            .await?;
+        let security = &self.auth.security;
+        if privileges != (None, None) {
+            security.record(
+                SecurityEvent::PrivilegeChanged,
+                Some(id),
+                &format!(
+                    "by superuser {}: is_active={:?} is_superuser={:?}",
+                    caller.id(),
+                    privileges.0,
+                    privileges.1
+                ),
+            );
+        }
+        if ends {
+            security.record(
+                SecurityEvent::SessionsRevoked,
+                Some(id),
+                &format!("every session ended by superuser {}", caller.id()),
+            );
+        }
+        Ok(user)
     }
 
     /// A user's change to their own account: never its flags; a new password or email
@@ -250,7 +268,10 @@ impl UserService {
             return Err(ServiceError::Invalid(violations));
         }
         if let Some(current) = &request.current_password
-            && !self.auth.check_password(caller.id(), current).await?
+            && !self
+                .auth
+                .check_password(caller.id(), &caller.user.email, current)
+                .await?
         {
             return Err(ServiceError::Forbidden("The current password is wrong."));
         }

@@ -51,6 +51,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0005_sessions.sql"),
         fixup: None,
     },
+    Migration {
+        version: 6,
+        name: "login_failures",
+        sql: include_str!("../../migrations/sqlite/0006_login_failures.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -114,6 +120,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "sessions",
         sql: include_str!("../../migrations/postgres/0005_sessions.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 6,
+        name: "login_failures",
+        sql: include_str!("../../migrations/postgres/0006_login_failures.sql"),
         fixup: None,
     },
 ];

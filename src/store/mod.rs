@@ -266,6 +266,22 @@ pub trait UserStore: Send + Sync + 'static {
     /// Deletes up to `batch` rows of ended sessions and spent or expired refresh tokens;
     /// returns how many went.
     async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
+    /// Failed password checks counted for `email_key` and when their window began.
+    async fn login_failures(
+        &self,
+        email_key: &str,
+    ) -> Result<Option<(u32, DateTime<Utc>)>, StoreError>;
+    /// Counts one failure: in the window that began after `window_opened_after`, or in a
+    /// new one starting `now`. Returns the count and the window's start.
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        now: DateTime<Utc>,
+        window_opened_after: DateTime<Utc>,
+    ) -> Result<(u32, DateTime<Utc>), StoreError>;
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError>;
+    /// Forgets failure windows that began before `before`; returns how many went.
+    async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Replaces a password hash with one of the current cost, unless the password changed
     /// meanwhile; sessions and `updated_at` are untouched.
     async fn upgrade_password_hash(

@@ -97,6 +97,27 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Creates the database file readable by its owner only (it holds password hashes and the
+/// JWT key); SQLite gives its -wal and -shm files the same mode. An existing file is left
+/// as it is.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 impl SqliteStore {
     pub async fn open(location: &SqliteLocation, pool_size: u32) -> Result<Self, StoreError> {
         let location = location.clone();
@@ -108,6 +129,7 @@ impl SqliteStore {
     fn open_blocking(location: &SqliteLocation, pool_size: u32) -> Result<Self, StoreError> {
         let (manager, builder, writer_manager) = match location {
             SqliteLocation::File(path) => {
+                create_private(path)?;
                 // A direct open first, so a bad path fails at once with SQLite's own reason
                 // instead of after the pool's connection timeout.
                 let mut probe = Connection::open(path).map_err(|e| {
@@ -1119,6 +1141,63 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn login_failures(
+        &self,
+        email_key: &str,
+    ) -> Result<Option<(u32, DateTime<Utc>)>, StoreError> {
+        let key = email_key.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT failures, window_start FROM login_failures WHERE email_key = ?1",
+                    [key],
+                    |r| Ok((r.get::<_, u32>(0)?, timestamp(r, 1)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        now: DateTime<Utc>,
+        window_opened_after: DateTime<Utc>,
+    ) -> Result<(u32, DateTime<Utc>), StoreError> {
+        let key = email_key.to_string();
+        self.run_write(move |conn| {
+            Ok(conn.query_row(
+                "INSERT INTO login_failures (email_key, failures, window_start) VALUES (?1, 1, ?2)
+                 ON CONFLICT (email_key) DO UPDATE SET
+                     failures = CASE WHEN window_start > ?3 THEN failures + 1 ELSE 1 END,
+                     window_start = CASE WHEN window_start > ?3 THEN window_start ELSE ?2 END
+                 RETURNING failures, window_start",
+                params![key, micros(now), micros(window_opened_after)],
+                |r| Ok((r.get::<_, u32>(0)?, timestamp(r, 1)?)),
+            )?)
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        let key = email_key.to_string();
+        self.run_write(move |conn| {
+            conn.execute("DELETE FROM login_failures WHERE email_key = ?1", [key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.run_write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM login_failures WHERE window_start < ?1",
+                [micros(before)],
+            )? as u64)
+        })
+        .await
+    }
+
     async fn upgrade_password_hash(
         &self,
         user_id: UserId,
@@ -1153,7 +1232,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4, 5]);
+        assert_eq!(report.applied, [4, 5, 6]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

@@ -198,6 +198,28 @@ impl UserStore for ObservedStore {
     async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         self.inner.prune_sessions(now, batch).await
     }
+    async fn login_failures(
+        &self,
+        email_key: &str,
+    ) -> Result<Option<(u32, DateTime<Utc>)>, StoreError> {
+        self.inner.login_failures(email_key).await
+    }
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        now: DateTime<Utc>,
+        window_opened_after: DateTime<Utc>,
+    ) -> Result<(u32, DateTime<Utc>), StoreError> {
+        self.inner
+            .record_login_failure(email_key, now, window_opened_after)
+            .await
+    }
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        self.inner.clear_login_failures(email_key).await
+    }
+    async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.prune_login_failures(before).await
+    }
     async fn upgrade_password_hash(
         &self,
         user_id: UserId,

@@ -67,9 +67,31 @@ backend_tests! {
 
     async fn passwords_of_8_and_128_characters_are_accepted(backend) {
         let app = TestApp::spawn(backend).await;
-        app.create_user("eight@example.com", "12345678", false).await;
+        app.create_user("eight@example.com", "k7#Qm2!x", false).await;
         app.create_user("long@example.com", &"p".repeat(128), false).await;
         app.token_for("long@example.com", &"p".repeat(128)).await;
+    }
+
+    async fn common_passwords_and_the_email_itself_are_refused_everywhere(backend) {
+        let app = TestApp::spawn_with(backend, &[("ALLOW_REGISTRATION", "true")]).await;
+        let (_, token) = app.regular_user("weak@example.com").await;
+        for (password, email) in [("12345678", "a@example.com"), ("PassWord", "b@example.com"), ("qwerty123", "c@example.com"),
+                                  ("d.person@example.com", "d.person@example.com"), ("D.Person", "d.person@example.com")] {
+            let body = json!({"email": email, "password": password});
+            for r in [
+                app.post("/api/v1/users", Some(app.admin()), body.clone()).await,
+                app.post("/api/v1/auth/register", None, body.clone()).await,
+                app.post("/api/v1/users/bulk", Some(app.admin()), json!({"users": [body.clone()]})).await,
+            ] {
+                r.assert_error(422, "validation_error");
+                assert_eq!(r.error_fields(), ["password"], "{password}: {}", r.text);
+            }
+        }
+        let r = app.patch("/api/v1/users/me", Some(&token), json!({"password": "password1", "current_password": "user-password-1"})).await;
+        r.assert_error(422, "validation_error");
+        let r = app.patch("/api/v1/users/me", Some(&token), json!({"password": "weak@example.com", "current_password": "user-password-1"})).await;
+        r.assert_error(422, "validation_error");
+        assert_eq!(app.store.count_users().await.unwrap(), 2, "nothing was created");
     }
 
     async fn a_superuser_can_create_superusers_and_inactive_users(backend) {

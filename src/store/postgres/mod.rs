@@ -984,6 +984,58 @@ impl UserStore for PostgresStore {
         Ok(tokens + sessions)
     }
 
+    async fn login_failures(
+        &self,
+        email_key: &str,
+    ) -> Result<Option<(u32, DateTime<Utc>)>, StoreError> {
+        let row: Option<(i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT failures, window_start FROM login_failures WHERE email_key = $1",
+        )
+        .bind(email_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(n, at)| (u32::try_from(n).unwrap_or(0), at)))
+    }
+
+    async fn record_login_failure(
+        &self,
+        email_key: &str,
+        now: DateTime<Utc>,
+        window_opened_after: DateTime<Utc>,
+    ) -> Result<(u32, DateTime<Utc>), StoreError> {
+        let (n, at): (i32, DateTime<Utc>) = sqlx::query_as(
+            "INSERT INTO login_failures AS f (email_key, failures, window_start) VALUES ($1, 1, $2)
+             ON CONFLICT (email_key) DO UPDATE SET
+                 failures = CASE WHEN f.window_start > $3 THEN f.failures + 1 ELSE 1 END,
+                 window_start = CASE WHEN f.window_start > $3 THEN f.window_start ELSE $2 END
+             RETURNING failures, window_start",
+        )
+        .bind(email_key)
+        .bind(now)
+        .bind(window_opened_after)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((u32::try_from(n).unwrap_or(0), at))
+    }
+
+    async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
+            .bind(email_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_login_failures(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM login_failures WHERE window_start < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn upgrade_password_hash(
         &self,
         user_id: UserId,
