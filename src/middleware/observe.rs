@@ -101,7 +101,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let status_code = response.status().as_u16();
         let user_id = ctx.user_id();
         self.metrics
-            .record_request(&method, &path, status_code, elapsed);
+            .record_request(method, &path, status_code, elapsed);
         let _entered = span.enter();
         if elapsed >= self.slow_request {
             tracing::warn!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "slow request");
