@@ -453,3 +453,29 @@ async fn without_its_listener_an_instance_checks_sessions_in_the_database() {
     let fresh = c.login(&c.a).await;
     assert_eq!(c.me_status(&c.b, &fresh).await, 200);
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn the_failure_limit_of_an_account_holds_across_instances() {
+    let c = Cluster::start().await;
+    let attempt = |on: &RosterProcess, password: &str| {
+        c.client
+            .post(on.url("/api/v1/auth/login"))
+            .json(&json!({"email": "root@example.com", "password": password}))
+            .send()
+    };
+    // LOGIN_MAX_FAILURES (10) split over both instances.
+    for i in 0..10 {
+        let on = if i % 2 == 0 { &c.a } else { &c.b };
+        let r = attempt(on, "wrong-guess-1").await.unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    for on in [&c.a, &c.b] {
+        let r = attempt(on, PASSWORD).await.unwrap();
+        assert_eq!(r.status(), 429, "the count is shared");
+        assert!(r.headers().contains_key("retry-after"));
+    }
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
+mod abuse;
 mod auth;
 mod bulk;
 mod cache;
