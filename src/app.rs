@@ -17,6 +17,7 @@ pub use crate::service::BootstrapAdmin;
 use crate::{
     api,
     config::Settings,
+    connection::HeaderDeadline,
     error::ApiError,
     metrics::AppMetrics,
     middleware::{BodyLimit, Observe, RateLimit, RateLimits, SecurityHeaders, Timeout},
@@ -67,9 +68,15 @@ pub async fn launch(
     let addr = local_addr(&acceptor).unwrap_or(settings.bind_addr);
     let (state, bootstrap) = build_state(settings, options.clock, options.wrap_store).await?;
     let grace = state.settings.request_timeout + Duration::from_secs(1);
+    let acceptor = HeaderDeadline {
+        inner: acceptor,
+        timeout: state.settings.header_read_timeout,
+    };
+    let idle = state.settings.idle_timeout;
     let endpoint = build_endpoint(state.clone(), options.extra_routes);
     let server = tokio::spawn(async move {
         Server::new_with_acceptor(acceptor)
+            .idle_timeout(idle)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(grace))
             .await
     });

@@ -112,6 +112,8 @@ pub struct Settings {
     pub login_failure_window: Duration,
     pub hash_concurrency: usize,
     pub hash_queue_max: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub cache: CacheSettings,
     pub request_timeout: Duration,
     pub rate_limit: RateLimitSettings,
@@ -247,6 +249,8 @@ impl Settings {
         let login_failure_window = r.seconds("LOGIN_FAILURE_WINDOW_SECS", 900);
         let hash_concurrency = r.number("HASH_CONCURRENCY", cores(), 1);
         let hash_queue_max = r.number("HASH_QUEUE_MAX", 64usize, 0);
+        let header_read_timeout = r.seconds("HEADER_READ_TIMEOUT_SECS", 10);
+        let idle_timeout = r.seconds("IDLE_TIMEOUT_SECS", 60);
         let cache_enabled = r.flag("CACHE_ENABLED", true);
         let dashboard_cache_ttl = r.seconds("DASHBOARD_CACHE_TTL", 60);
         let user_cache_ttl = r.seconds("USER_CACHE_TTL", 300);
@@ -311,6 +315,8 @@ impl Settings {
             login_failure_window,
             hash_concurrency,
             hash_queue_max,
+            header_read_timeout,
+            idle_timeout,
             cache: CacheSettings {
                 enabled: cache_enabled,
                 dashboard_ttl: dashboard_cache_ttl,

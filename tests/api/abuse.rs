@@ -173,3 +173,80 @@ async fn sqlite_files_are_readable_by_their_owner_only() {
         assert_eq!(mode, 0o600, "{file}: {mode:o}");
     }
 }
+
+mod connections {
+    use std::time::{Duration, Instant};
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    use crate::helpers::{TestApp, backend_tests};
+
+    /// Reads until the server closes the connection; how long that took.
+    async fn closed_after(stream: &mut TcpStream, started: Instant) -> Duration {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("the connection was still open after 10 s"),
+            }
+        }
+    }
+
+    fn addr(app: &TestApp) -> String {
+        app.base.trim_start_matches("http://").to_string()
+    }
+
+    backend_tests! {
+        async fn silent_and_slow_clients_are_disconnected(backend) {
+            let app = TestApp::spawn_with(backend, &[("HEADER_READ_TIMEOUT_SECS", "1"), ("IDLE_TIMEOUT_SECS", "30")]).await;
+            // Silent from the start.
+            let started = Instant::now();
+            let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
+            let took = closed_after(&mut silent, started).await;
+            assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+            // Slowloris: a byte every 200 ms never completes the headers in time.
+            let started = Instant::now();
+            let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
+            let request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut closed = false;
+            for byte in request {
+                if slow.write_all(&[*byte]).await.is_err() {
+                    closed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if started.elapsed() > Duration::from_secs(4) {
+                    break;
+                }
+            }
+            if !closed {
+                let took = closed_after(&mut slow, started).await;
+                assert!(took < Duration::from_secs(5), "{took:?}");
+            }
+            // A well-behaved keep-alive client is served, request after request.
+            let mut good = TcpStream::connect(addr(&app)).await.unwrap();
+            for _ in 0..2 {
+                good.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = good.read(&mut buf).await.unwrap();
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            }
+        }
+
+        async fn idle_keep_alive_connections_are_closed(backend) {
+            let app = TestApp::spawn_with(backend, &[("HEADER_READ_TIMEOUT_SECS", "30"), ("IDLE_TIMEOUT_SECS", "1")]).await;
+            let mut conn = TcpStream::connect(addr(&app)).await.unwrap();
+            conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            let started = Instant::now();
+            let took = closed_after(&mut conn, started).await;
+            assert!(took < Duration::from_secs(5), "{took:?}");
+        }
+    }
+}
