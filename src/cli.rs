@@ -10,7 +10,7 @@ use crate::{
     config::Settings,
     healthcheck,
     seed::{self, SeedOptions},
-    service::{Clock, ServiceError, Services},
+    service::{Clock, ServiceError, Services, keys},
     store, telemetry,
 };
 
@@ -43,6 +43,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Replace the stored JWT signing key; tokens signed with the old one keep working
+    /// until they expire (one ACCESS_TOKEN_TTL_SECS). Restart running servers afterwards.
+    RotateJwtSecret,
     /// Exit 0 if a running server answers 200 on /health/ready, 1 otherwise (for Docker).
     Healthcheck {
         /// Default: /health/ready on BIND_ADDR (a wildcard address is probed on loopback).
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             seed_users(settings, &options).await
         }
+        Command::RotateJwtSecret => rotate_jwt_secret(settings).await,
         Command::Openapi | Command::Healthcheck { .. } => Ok(()),
     }
 }
@@ -217,6 +221,26 @@ async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), Str
         seed::SEED_PASSWORD
     );
     store.close().await;
+    Ok(())
+}
+
+async fn rotate_jwt_secret(settings: Settings) -> Result<(), String> {
+    let store = open_store(&settings).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    let rotated = keys::rotate(&settings, &store, chrono::Utc::now()).await;
+    store.close().await;
+    let rotated = rotated?;
+    match rotated.old_kid {
+        Some(old) => println!(
+            "Rotated the JWT signing key: {old} -> {}. Tokens signed with {old} verify until {}; restart running servers to sign with the new key.",
+            rotated.new_kid,
+            rotated.old_verifies_until.to_rfc3339()
+        ),
+        None => println!("Stored a new JWT signing key {}.", rotated.new_kid),
+    }
     Ok(())
 }
 

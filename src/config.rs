@@ -105,6 +105,8 @@ pub struct Settings {
     pub bind_addr: SocketAddr,
     pub db_pool_size: u32,
     pub jwt_secret: Option<Secret>,
+    /// Keys still accepted for verification (JWT_PREVIOUS_SECRETS).
+    pub jwt_previous_secrets: Vec<Secret>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub session_max_lifetime: Duration,
@@ -242,6 +244,22 @@ impl Settings {
                 Err(format!("must be at least 32 bytes, has {}", v.len()))
             }
         });
+        let jwt_previous_secrets = r.parsed("JWT_PREVIOUS_SECRETS", Vec::new(), |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    if k.len() >= 32 {
+                        Ok(Secret::new(k))
+                    } else {
+                        Err(format!(
+                            "every key must be at least 32 bytes, one has {}",
+                            k.len()
+                        ))
+                    }
+                })
+                .collect()
+        });
         let access_token_ttl = r.seconds("ACCESS_TOKEN_TTL_SECS", 1800);
         let refresh_token_ttl = r.seconds("REFRESH_TOKEN_TTL_SECS", 1_209_600);
         let session_max_lifetime = r.seconds("SESSION_MAX_LIFETIME_SECS", 2_592_000);
@@ -308,6 +326,7 @@ impl Settings {
             bind_addr,
             db_pool_size,
             jwt_secret,
+            jwt_previous_secrets,
             access_token_ttl,
             refresh_token_ttl,
             session_max_lifetime,

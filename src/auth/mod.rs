@@ -5,4 +5,4 @@ mod password;
 mod tokens;
 
 pub use password::{HashError, PasswordHasher};
-pub use tokens::{AccessTokens, random_token, refresh_token_hash};
+pub use tokens::{AccessTokens, key_id, random_token, refresh_token_hash};

@@ -20,23 +20,53 @@ struct Claims {
     exp: i64,
 }
 
+/// One HS256 key and its id (`kid`): the first 8 bytes of the key's SHA-256, in hex, so
+/// the id names the key without revealing it.
+struct Key {
+    id: String,
+    decoding: DecodingKey,
+}
+
+pub fn key_id(secret: &[u8]) -> String {
+    Sha256::digest(secret)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub struct AccessTokens {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    current_id: String,
+    /// The signing key first, then keys still accepted for verification (rotation).
+    keys: Vec<Key>,
     validation: Validation,
     ttl: Duration,
 }
 
 impl AccessTokens {
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        Self::with_previous(secret, &[], ttl)
+    }
+
+    /// Signs with `secret`; tokens signed with any of `previous` still verify.
+    pub fn with_previous(secret: &[u8], previous: &[Vec<u8>], ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // SPEC: expiry enforced with at most 1 s of leeway.
         validation.leeway = 1;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        let keys = std::iter::once(secret)
+            .chain(previous.iter().map(Vec::as_slice))
+            .map(|k| Key {
+                id: key_id(k),
+                decoding: DecodingKey::from_secret(k),
+            })
+            .collect();
         Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            current_id: key_id(secret),
+            keys,
             validation,
             ttl,
         }
@@ -60,13 +90,20 @@ impl AccessTokens {
             nbf: iat,
             exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| format!("token signing failed: {e}"))
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current_id.clone());
+        encode(&header, &claims, &self.encoding).map_err(|e| format!("token signing failed: {e}"))
     }
 
-    /// The user and session of a valid, unexpired token signed with our key.
+    /// The user and session of a valid, unexpired token signed with one of our keys (the
+    /// one its `kid` names; the signing key when it names none).
     pub fn verify(&self, token: &str) -> Option<(UserId, String)> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.iter().find(|k| k.id == kid)?,
+            None => self.keys.first()?,
+        };
+        let data = decode::<Claims>(token, &key.decoding, &self.validation).ok()?;
         Some((data.claims.sub.parse().ok()?, data.claims.sid))
     }
 }
@@ -110,6 +147,34 @@ mod tests {
             None
         );
         assert_eq!(tokens.verify("not.a.jwt"), None);
+    }
+
+    #[test]
+    fn tokens_name_their_key_and_previous_keys_still_verify() {
+        let old = b"old-secret-old-secret-old-secret!".to_vec();
+        let before = AccessTokens::new(&old, Duration::from_secs(60));
+        let token = before.issue(7, "s", Utc::now()).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key_id(&old).as_str()));
+        let rotated = AccessTokens::with_previous(
+            SECRET,
+            std::slice::from_ref(&old),
+            Duration::from_secs(60),
+        );
+        assert_eq!(rotated.verify(&token), Some((7, "s".to_string())));
+        let fresh = rotated.issue(8, "t", Utc::now()).unwrap();
+        assert_eq!(rotated.verify(&fresh), Some((8, "t".to_string())));
+        assert_eq!(
+            before.verify(&fresh),
+            None,
+            "the old key does not know the new one"
+        );
+        let forgotten = AccessTokens::new(SECRET, Duration::from_secs(60));
+        assert_eq!(
+            forgotten.verify(&token),
+            None,
+            "a retired key no longer verifies"
+        );
     }
 
     #[test]

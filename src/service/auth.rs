@@ -50,7 +50,6 @@ pub struct SessionView {
     pub current: bool,
 }
 
-const JWT_SECRET_KEY: &str = "jwt_secret";
 const BAD_ACCESS_TOKEN: &str = "The access token is invalid or expired.";
 const ENDED_SESSION: &str = "The session of this access token has ended; log in again.";
 const BAD_REFRESH_TOKEN: &str = "The refresh token is invalid or expired.";
@@ -86,13 +85,7 @@ impl AuthService {
         directory: Arc<Directory>,
         clock: Clock,
     ) -> Result<Self, String> {
-        let secret = match &settings.jwt_secret {
-            Some(secret) => secret.expose().to_string(),
-            None => store
-                .get_or_insert_setting(JWT_SECRET_KEY, random_token()?)
-                .await
-                .map_err(|e| format!("cannot load the JWT secret: {e}"))?,
-        };
+        let keys = super::keys::load(settings, &store, clock.now()).await?;
         let hasher = PasswordHasher::with_limits(
             &settings.argon2,
             settings.hash_concurrency,
@@ -106,7 +99,11 @@ impl AuthService {
             store,
             directory,
             hasher,
-            access: AccessTokens::new(secret.as_bytes(), settings.access_token_ttl),
+            access: AccessTokens::with_previous(
+                keys.current.as_bytes(),
+                &keys.previous,
+                settings.access_token_ttl,
+            ),
             refresh_ttl: settings.refresh_token_ttl,
             session_lifetime: settings.session_max_lifetime,
             clock,

@@ -7,6 +7,7 @@ mod auth;
 mod directory;
 mod error;
 mod input;
+pub mod keys;
 mod operations;
 mod security;
 mod users;

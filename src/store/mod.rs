@@ -207,6 +207,10 @@ pub trait UserStore: Send + Sync + 'static {
         candidate: String,
     ) -> Result<String, StoreError>;
 
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Stores every pair (replacing existing values) in one transaction.
+    async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError>;
+
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     /// All or nothing, in one transaction; users come back in input order.
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;

@@ -606,6 +606,36 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM app_settings WHERE key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (key, value) in pairs {
+                tx.execute(
+                    "INSERT INTO app_settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.run_write(move |conn| {
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));

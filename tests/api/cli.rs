@@ -258,3 +258,38 @@ async fn healthcheck_exits_0_for_a_ready_server_and_1_otherwise() {
     assert_eq!(not_ready.status.code(), Some(1));
     assert!(stderr(&not_ready).contains("answered 404"));
 }
+
+#[test]
+fn rotate_jwt_secret_replaces_the_stored_key_and_refuses_a_configured_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    assert!(roster(dir.path(), &url, &["migrate"]).status.success());
+    let first = roster(dir.path(), &url, &["rotate-jwt-secret"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("Stored a new JWT signing key"),
+        "{}",
+        stdout(&first)
+    );
+    let second = roster(dir.path(), &url, &["rotate-jwt-secret"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("Rotated the JWT signing key"),
+        "{}",
+        stdout(&second)
+    );
+    let configured = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["rotate-jwt-secret"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("JWT_SECRET", "configured-secret-configured-secret!!")
+        .output()
+        .unwrap();
+    assert_eq!(configured.status.code(), Some(1));
+    assert!(
+        stderr(&configured).contains("JWT_PREVIOUS_SECRETS"),
+        "{}",
+        stderr(&configured)
+    );
+}

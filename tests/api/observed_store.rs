@@ -101,6 +101,12 @@ impl UserStore for ObservedStore {
     ) -> Result<String, StoreError> {
         self.inner.get_or_insert_setting(key, candidate).await
     }
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get_setting(key).await
+    }
+    async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.inner.set_settings(pairs).await
+    }
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         self.inner.create_user(user).await
     }

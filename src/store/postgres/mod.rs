@@ -455,6 +455,31 @@ impl UserStore for PostgresStore {
         )
     }
 
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM app_settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (key, value) in pairs {
+            sqlx::query(
+                "INSERT INTO app_settings (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         let created_at = user.created_at.unwrap_or_else(now_micros);
         let key = user.email.key();
