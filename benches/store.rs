@@ -260,6 +260,7 @@ fn bulk(c: &mut Criterion) {
                         hashed_password: hashed.unwrap_or_default().to_string(),
                         is_active: true,
                         is_superuser: false,
+                        email_verified: false,
                         created_at: None,
                     }
                 })

@@ -125,6 +125,7 @@ pub struct Settings {
     pub slow_request: Duration,
     pub log_format: LogFormat,
     pub allow_registration: bool,
+    pub require_email_verification: bool,
     pub first_superuser_email: Option<String>,
     pub first_superuser_password: Option<Secret>,
     pub argon2: Argon2Cost,
@@ -300,6 +301,7 @@ impl Settings {
             }
         });
         let allow_registration = r.flag("ALLOW_REGISTRATION", false);
+        let require_email_verification = r.flag("REQUIRE_EMAIL_VERIFICATION", false);
         let first_superuser_email = r.raw("FIRST_SUPERUSER_EMAIL").map(|v| v.trim().to_string());
         let first_superuser_password = r.raw("FIRST_SUPERUSER_PASSWORD").map(Secret::new);
         if first_superuser_email.is_some() != first_superuser_password.is_some() {
@@ -355,6 +357,7 @@ impl Settings {
             slow_request,
             log_format,
             allow_registration,
+            require_email_verification,
             first_superuser_email,
             first_superuser_password,
             argon2,

@@ -403,6 +403,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::InactiveUser => {
                 Self::new(ErrorCode::InactiveUser, "This account is inactive.")
             }
+            ServiceError::EmailNotVerified => Self::new(
+                ErrorCode::EmailNotVerified,
+                "Verify your email address first: follow the link sent to it.",
+            ),
             ServiceError::NotFound(message) => Self::not_found(message),
             ServiceError::EmailTaken => Self::new(
                 ErrorCode::EmailTaken,

@@ -166,6 +166,7 @@ pub async fn seed(
                 hashed_password: hash.clone(),
                 is_active: !rng.chance(options.inactive_pct),
                 is_superuser: rng.chance(options.superusers_pct),
+                email_verified: true,
                 created_at: chrono::DateTime::from_timestamp_micros(now.timestamp_micros() - age)
                     .or(Some(Utc::now())),
             });

@@ -19,6 +19,8 @@ pub struct UserOut {
     pub full_name: Option<String>,
     pub is_active: bool,
     pub is_superuser: bool,
+    /// Whether the user proved they receive mail at `email`.
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -31,6 +33,7 @@ impl From<User> for UserOut {
             full_name: u.full_name,
             is_active: u.is_active,
             is_superuser: u.is_superuser,
+            email_verified: u.email_verified,
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
@@ -193,6 +196,8 @@ pub struct UserCreate {
     pub is_active: Option<bool>,
     /// Defaults to false.
     pub is_superuser: Option<bool>,
+    /// Defaults to false.
+    pub email_verified: Option<bool>,
 }
 
 /// Users to create at once (1 to BULK_MAX_USERS). Lengths and formats are checked by the
@@ -230,6 +235,8 @@ pub struct UserUpdate {
     /// `false` deactivates the user and ends their sessions.
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    /// A changed email is unverified unless this says otherwise.
+    pub email_verified: Option<bool>,
 }
 
 /// Changes to your own account. A new password needs `current_password`.
@@ -325,6 +332,7 @@ impl From<UserCreate> for UserDraft {
             full_name: u.full_name,
             is_active: u.is_active,
             is_superuser: u.is_superuser,
+            email_verified: u.email_verified,
         }
     }
 }
@@ -337,6 +345,7 @@ impl From<RegisterRequest> for UserDraft {
             full_name: r.full_name,
             is_active: None,
             is_superuser: None,
+            email_verified: None,
         }
     }
 }
@@ -350,6 +359,7 @@ impl From<UserUpdate> for ChangeRequest {
             current_password: None,
             is_active: u.is_active,
             is_superuser: u.is_superuser,
+            email_verified: u.email_verified,
         }
     }
 }
@@ -363,6 +373,7 @@ impl From<MeUpdate> for ChangeRequest {
             current_password: u.current_password,
             is_active: None,
             is_superuser: None,
+            email_verified: None,
         }
     }
 }

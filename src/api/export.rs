@@ -180,6 +180,7 @@ mod tests {
             full_name: name.map(str::to_string),
             is_active: true,
             is_superuser: false,
+            email_verified: false,
             created_at: t,
             updated_at: t,
         }
@@ -204,6 +205,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(v["full_name"], "B");
-        assert_eq!(v.as_object().unwrap().len(), 7);
+        assert_eq!(v.as_object().unwrap().len(), 8);
+        assert_eq!(v["email_verified"], false);
     }
 }

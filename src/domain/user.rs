@@ -17,6 +17,7 @@ pub struct User {
     pub is_superuser: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub email_verified: bool,
 }
 
 pub const MAX_FULL_NAME_CHARS: usize = 255;
@@ -50,6 +51,7 @@ pub struct NewUser {
     pub hashed_password: String,
     pub is_active: bool,
     pub is_superuser: bool,
+    pub email_verified: bool,
     /// Defaults to now; set by data seeding and tests.
     pub created_at: Option<DateTime<Utc>>,
 }
@@ -63,6 +65,7 @@ pub struct UserChanges {
     pub hashed_password: Option<String>,
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    pub email_verified: Option<bool>,
     /// Sessions the same transaction ends.
     pub end_sessions: Option<EndSessions>,
 }

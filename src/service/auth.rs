@@ -75,6 +75,7 @@ pub struct AuthService {
     pruned: AtomicU64,
     max_failures: u32,
     failure_window: Duration,
+    require_verified_email: bool,
     pub(super) security: Arc<SecurityLog>,
 }
 
@@ -110,6 +111,7 @@ impl AuthService {
             dummy_hash,
             pruned: AtomicU64::new(0),
             max_failures: settings.login_max_failures,
+            require_verified_email: settings.require_email_verification,
             failure_window: settings.login_failure_window,
             security: Arc::new(SecurityLog::default()),
         })
@@ -224,6 +226,9 @@ impl AuthService {
         }
         if !user.is_active {
             return Err(ServiceError::InactiveUser);
+        }
+        if self.require_verified_email && !user.email_verified {
+            return Err(ServiceError::EmailNotVerified);
         }
         if self.hasher.needs_rehash(hash) {
             let fresh = self.hash(password).await?;

@@ -19,6 +19,9 @@ pub enum ServiceError {
     Forbidden(&'static str),
     #[error("the account is inactive")]
     InactiveUser,
+    /// REQUIRE_EMAIL_VERIFICATION is on and the address is not verified.
+    #[error("the email address is not verified")]
+    EmailNotVerified,
     #[error("{0}")]
     NotFound(&'static str),
     /// One email already in use.

@@ -11,6 +11,7 @@ pub struct UserDraft {
     pub full_name: Option<String>,
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    pub email_verified: Option<bool>,
 }
 
 /// Changes to a user, as submitted; `None` leaves a field alone.
@@ -23,6 +24,7 @@ pub struct ChangeRequest {
     pub current_password: Option<String>,
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    pub email_verified: Option<bool>,
 }
 
 /// A validated draft, password not yet hashed.
@@ -32,6 +34,7 @@ pub struct ValidDraft {
     pub full_name: Option<FullName>,
     pub is_active: bool,
     pub is_superuser: bool,
+    pub email_verified: bool,
 }
 
 /// Validated changes, password not yet hashed.
@@ -42,6 +45,7 @@ pub struct ValidChanges {
     pub password: Option<Password>,
     pub is_active: Option<bool>,
     pub is_superuser: Option<bool>,
+    pub email_verified: Option<bool>,
 }
 
 /// Collects every broken rule of one input instead of stopping at the first.
@@ -82,6 +86,7 @@ impl UserDraft {
                 full_name: full_name?,
                 is_active: self.is_active.unwrap_or(true),
                 is_superuser: self.is_superuser.unwrap_or(false),
+                email_verified: self.email_verified.unwrap_or(false),
             })
         })();
         v.finish(valid)
@@ -120,6 +125,7 @@ impl ChangeRequest {
             password,
             is_active: self.is_active,
             is_superuser: self.is_superuser,
+            email_verified: self.email_verified,
         });
         v.finish(valid)
     }

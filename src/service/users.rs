@@ -64,6 +64,7 @@ impl UserService {
         let draft = UserDraft {
             is_active: Some(true),
             is_superuser: Some(false),
+            email_verified: Some(false),
             ..draft
         };
         self.create_one(draft).await
@@ -85,6 +86,7 @@ impl UserService {
                 hashed_password,
                 is_active: valid.is_active,
                 is_superuser: valid.is_superuser,
+                email_verified: valid.email_verified,
                 created_at: Some(self.clock.now()),
             })
             .await?;
@@ -139,6 +141,7 @@ impl UserService {
                 hashed_password,
                 is_active: v.is_active,
                 is_superuser: v.is_superuser,
+                email_verified: v.email_verified,
                 created_at: Some(now),
             })
             .collect();
@@ -216,8 +219,14 @@ impl UserService {
         // A password set by someone else, or a deactivation, ends every session.
         let ends = valid.password.is_some() || valid.is_active == Some(false);
         let privileges = (valid.is_active, valid.is_superuser);
+        let current_email = current.as_deref().map(|u| u.email.clone());
         let user = self
-            .apply(id, valid, ends.then_some(EndSessions::All))
+            .apply(
+                id,
+                valid,
+                ends.then_some(EndSessions::All),
+                current_email.as_deref(),
+            )
             .await?;
         let security = &self.auth.security;
         if privileges != (None, None) {
@@ -248,6 +257,7 @@ impl UserService {
         let request = ChangeRequest {
             is_active: None,
             is_superuser: None,
+            email_verified: None,
             ..request
         };
         let mut violations = match request.validate(Some(&caller.user.email)) {
@@ -283,7 +293,8 @@ impl UserService {
             .password
             .is_some()
             .then(|| EndSessions::AllExcept(caller.session_id.clone()));
-        self.apply(caller.id(), valid, ends).await
+        self.apply(caller.id(), valid, ends, Some(&caller.user.email))
+            .await
     }
 
     async fn apply(
@@ -291,7 +302,12 @@ impl UserService {
         id: UserId,
         valid: ValidChanges,
         end_sessions: Option<EndSessions>,
+        current_email: Option<&str>,
     ) -> ServiceResult<User> {
+        let new_address = valid
+            .email
+            .as_ref()
+            .is_some_and(|e| current_email.is_none_or(|c| fold_email(c) != e.key()));
         let hashed_password = match &valid.password {
             Some(p) => Some(self.auth.hash(p.expose()).await?),
             None => None,
@@ -302,6 +318,8 @@ impl UserService {
             hashed_password,
             is_active: valid.is_active,
             is_superuser: valid.is_superuser,
+            // A new address is unverified until proven, unless a superuser says otherwise.
+            email_verified: valid.email_verified.or((new_address).then_some(false)),
             end_sessions,
         };
         // One transaction: the change and the end of the sessions it ends.
@@ -329,6 +347,8 @@ impl UserService {
             full_name: None,
             is_active: Some(true),
             is_superuser: Some(true),
+            // The first superuser (and any made from the command line) is verified.
+            email_verified: Some(true),
         };
         match self.create_one(draft).await {
             Ok(_) => Ok(true),

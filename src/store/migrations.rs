@@ -57,6 +57,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0006_login_failures.sql"),
         fixup: None,
     },
+    Migration {
+        version: 7,
+        name: "email_verified",
+        sql: include_str!("../../migrations/sqlite/0007_email_verified.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -126,6 +132,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "login_failures",
         sql: include_str!("../../migrations/postgres/0006_login_failures.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 7,
+        name: "email_verified",
+        sql: include_str!("../../migrations/postgres/0007_email_verified.sql"),
         fixup: None,
     },
 ];

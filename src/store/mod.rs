@@ -143,7 +143,7 @@ pub enum SessionScope {
 
 /// The columns of a `User`, in the order both stores read them.
 pub const USER_COLUMNS: &str =
-    "id, email, full_name, is_active, is_superuser, created_at, updated_at";
+    "id, email, full_name, is_active, is_superuser, created_at, updated_at, email_verified";
 /// The unique index on `email_key` (the folded email); a violation of it is `EmailTaken`.
 pub const EMAIL_UNIQUE_INDEX: &str = "users_email_key";
 

@@ -274,6 +274,7 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
         is_superuser: row.get(4)?,
         created_at: timestamp(row, 5)?,
         updated_at: timestamp(row, 6)?,
+        email_verified: row.get(7)?,
     })
 }
 
@@ -505,8 +506,8 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
     let mut created: Vec<User> = Vec::with_capacity(users.len());
     {
         let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at, email_verified)
+             VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING {USER_COLUMNS}"
         ))?;
         for user in users {
             let created_at = user.created_at.map_or(now, micros);
@@ -518,7 +519,8 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
                     user.is_active,
                     user.is_superuser,
                     created_at,
-                    user.email.key()
+                    user.email.key(),
+                    user.email_verified
                 ],
                 user_from_row,
             )?);
@@ -641,8 +643,8 @@ impl UserStore for SqliteStore {
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));
             let created = conn.query_row(
                 &format!(
-                    "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-                     VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
+                    "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at, email_verified)
+                     VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING {USER_COLUMNS}"
                 ),
                 params![
                     user.email.as_str(),
@@ -651,7 +653,8 @@ impl UserStore for SqliteStore {
                     user.is_active,
                     user.is_superuser,
                     created_at,
-                    user.email.key()
+                    user.email.key(),
+                    user.email_verified
                 ],
                 user_from_row,
             )?;
@@ -757,7 +760,7 @@ impl UserStore for SqliteStore {
                     |row| {
                         Ok(UserCredentials {
                             user: user_from_row(row)?,
-                            hashed_password: row.get(7)?,
+                            hashed_password: row.get(8)?,
                         })
                     },
                 )
@@ -802,6 +805,9 @@ impl UserStore for SqliteStore {
             }
             if let Some(superuser) = changes.is_superuser {
                 assignments.push(("is_superuser", Value::Integer(superuser.into())));
+            }
+            if let Some(verified) = changes.email_verified {
+                assignments.push(("email_verified", Value::Integer(verified.into())));
             }
             let updated = if assignments.is_empty() {
                 tx.query_row(
@@ -1262,7 +1268,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4, 5, 6]);
+        assert_eq!(report.applied, [4, 5, 6, 7]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

@@ -21,6 +21,7 @@ async fn seed_at(
             hashed_password: "x".into(),
             is_active: active,
             is_superuser: superuser,
+            email_verified: false,
             created_at: Some(created_at),
         })
         .await

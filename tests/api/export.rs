@@ -15,6 +15,7 @@ async fn seed_many(app: &TestApp, n: usize) {
             hashed_password: "x".into(),
             is_active: i % 4 != 0,
             is_superuser: i % 50 == 0,
+            email_verified: false,
             created_at: Some(start + Duration::seconds(i as i64)),
         })
         .collect();

@@ -3,9 +3,10 @@ use serde_json::json;
 
 use crate::helpers::{ADMIN_EMAIL, TestApp, backend_tests};
 
-const USER_KEYS: [&str; 7] = [
+const USER_KEYS: [&str; 8] = [
     "created_at",
     "email",
+    "email_verified",
     "full_name",
     "id",
     "is_active",
@@ -278,5 +279,56 @@ backend_tests! {
         assert_eq!(app.get("/api/v1/users/me", Some(&token)).await.body["email"], "Äbc@example.com");
         let found = app.store.find_credentials_by_email(&Email::parse("ÄBC@example.com").unwrap()).await.unwrap();
         assert_eq!(found.map(|c| c.user.email), Some("Äbc@example.com".to_string()));
+    }
+}
+
+mod email_verification {
+    use serde_json::json;
+
+    use crate::helpers::{TestApp, backend_tests};
+
+    backend_tests! {
+        async fn email_verified_is_set_by_superusers_and_cleared_by_a_new_address(backend) {
+            let app = TestApp::spawn_with(backend, &[("ALLOW_REGISTRATION", "true")]).await;
+            let me = app.get("/api/v1/users/me", Some(app.admin())).await.body;
+            assert_eq!(me["email_verified"], true, "the first superuser is verified");
+            let plain = app.create_user("plain@example.com", "k7#Qm2!xz", false).await;
+            assert_eq!(plain["email_verified"], false, "default false");
+            let vouched = app.post("/api/v1/users", Some(app.admin()), json!({"email": "vouched@example.com", "password": "k7#Qm2!xz", "email_verified": true})).await;
+            assert_eq!(vouched.body["email_verified"], true);
+            let bulk = app.post("/api/v1/users/bulk", Some(app.admin()), json!({"users": [
+                {"email": "b1@example.com", "password": "k7#Qm2!xz", "email_verified": true},
+                {"email": "b2@example.com", "password": "k7#Qm2!xz"},
+            ]})).await;
+            assert_eq!(bulk.body["items"][0]["email_verified"], true);
+            assert_eq!(bulk.body["items"][1]["email_verified"], false);
+            let registered = app.post("/api/v1/auth/register", None, json!({"email": "self@example.com", "password": "k7#Qm2!xz", "email_verified": true})).await;
+            assert_eq!(registered.status, 201, "{}", registered.text);
+            assert_eq!(registered.body["email_verified"], false, "registering cannot vouch for itself");
+            let id = vouched.body["id"].as_i64().unwrap();
+            let path = format!("/api/v1/users/{id}");
+            // A superuser's patch: a new address is unverified unless the patch says so.
+            assert_eq!(app.patch(&path, Some(app.admin()), json!({"full_name": "V"})).await.body["email_verified"], true);
+            assert_eq!(app.patch(&path, Some(app.admin()), json!({"email": "moved@example.com"})).await.body["email_verified"], false);
+            assert_eq!(app.patch(&path, Some(app.admin()), json!({"email_verified": true})).await.body["email_verified"], true);
+            assert_eq!(app.patch(&path, Some(app.admin()), json!({"email": "MOVED@example.com"})).await.body["email_verified"], true, "same address");
+            // Your own new address is unverified.
+            let token = app.token_for("moved@example.com", "k7#Qm2!xz").await;
+            let r = app.patch("/api/v1/users/me", Some(&token), json!({"email": "again@example.com", "current_password": "k7#Qm2!xz"})).await;
+            assert_eq!(r.body["email_verified"], false, "{}", r.text);
+            assert!(!app.store.get_user(id).await.unwrap().unwrap().email_verified);
+        }
+
+        async fn with_verification_required_unverified_logins_are_403(backend) {
+            let app = TestApp::spawn_with(backend, &[("REQUIRE_EMAIL_VERIFICATION", "true")]).await;
+            let user = app.create_user("unverified@example.com", "k7#Qm2!xz", false).await;
+            let r = app.post("/api/v1/auth/login", None, json!({"email": "unverified@example.com", "password": "k7#Qm2!xz"})).await;
+            r.assert_error(403, "email_not_verified");
+            // A wrong password still answers as a wrong password.
+            app.post("/api/v1/auth/login", None, json!({"email": "unverified@example.com", "password": "wrong-password-1"})).await
+                .assert_error(401, "invalid_credentials");
+            app.patch(&format!("/api/v1/users/{}", user["id"]), Some(app.admin()), json!({"email_verified": true})).await;
+            app.token_for("unverified@example.com", "k7#Qm2!xz").await;
+        }
     }
 }

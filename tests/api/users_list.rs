@@ -26,6 +26,7 @@ async fn seed(
             hashed_password: "not-a-real-hash".into(),
             is_active: active,
             is_superuser: superuser,
+            email_verified: false,
             created_at: Some(at(created)),
         })
         .await
@@ -259,7 +260,8 @@ backend_tests! {
         five_users(&app).await;
         let page = list(&app, "").await;
         for item in page["items"].as_array().unwrap() {
-            assert_eq!(item.as_object().unwrap().len(), 7);
+            assert_eq!(item.as_object().unwrap().len(), 8);
+            assert!(item["email_verified"].is_boolean());
             assert!(item.get("hashed_password").is_none());
             assert!(DateTime::parse_from_rfc3339(item["created_at"].as_str().unwrap()).is_ok());
         }

@@ -114,6 +114,7 @@ fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
         is_superuser: row.try_get(4)?,
         created_at: row.try_get(5)?,
         updated_at: row.try_get(6)?,
+        email_verified: row.try_get(7)?,
     })
 }
 
@@ -485,8 +486,8 @@ impl UserStore for PostgresStore {
         let key = user.email.key();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             VALUES ($1, $7, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at, email_verified)
+             VALUES ($1, $7, $2, $3, $4, $5, $6, $6, $8) RETURNING {USER_COLUMNS}"
         )))
         .bind(user.email.as_str())
         .bind(user.full_name.map(|n| n.into_inner()))
@@ -495,6 +496,7 @@ impl UserStore for PostgresStore {
         .bind(user.is_superuser)
         .bind(created_at)
         .bind(key)
+        .bind(user.email_verified)
         .fetch_one(&mut *tx)
         .await?;
         let user = user_from_row(&row)?;
@@ -507,6 +509,7 @@ impl UserStore for PostgresStore {
         let now = now_micros();
         let mut emails = Vec::with_capacity(users.len());
         let mut keys = Vec::with_capacity(users.len());
+        let mut verified = Vec::with_capacity(users.len());
         let mut names = Vec::with_capacity(users.len());
         let mut hashes = Vec::with_capacity(users.len());
         let mut active = Vec::with_capacity(users.len());
@@ -514,6 +517,7 @@ impl UserStore for PostgresStore {
         let mut created_at = Vec::with_capacity(users.len());
         for user in users {
             keys.push(user.email.key());
+            verified.push(user.email_verified);
             emails.push(user.email.as_str().to_string());
             names.push(user.full_name.map(|n| n.into_inner()));
             hashes.push(user.hashed_password);
@@ -525,10 +529,10 @@ impl UserStore for PostgresStore {
         // drawn in input order, so sorting by id restores it.
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at)
-             SELECT e, k, n, h, a, s, c, c
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[], $7::text[])
-                  WITH ORDINALITY AS t(e, n, h, a, s, c, k, i)
+            "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at, email_verified)
+             SELECT e, k, n, h, a, s, c, c, v
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[], $7::text[], $8::bool[])
+                  WITH ORDINALITY AS t(e, n, h, a, s, c, k, v, i)
              ORDER BY i
              RETURNING {USER_COLUMNS}"
         )))
@@ -539,6 +543,7 @@ impl UserStore for PostgresStore {
         .bind(superuser)
         .bind(created_at)
         .bind(keys)
+        .bind(verified)
         .fetch_all(&mut *tx)
         .await?;
         let mut created = rows
@@ -620,7 +625,7 @@ impl UserStore for PostgresStore {
         match row {
             Some(row) => Ok(Some(UserCredentials {
                 user: user_from_row(&row)?,
-                hashed_password: row.try_get("hashed_password")?,
+                hashed_password: row.try_get(8)?,
             })),
             None => Ok(None),
         }
@@ -661,6 +666,10 @@ impl UserStore for PostgresStore {
         }
         if let Some(superuser) = changes.is_superuser {
             qb.push(", is_superuser = ").push_bind(superuser);
+            changed = true;
+        }
+        if let Some(verified) = changes.email_verified {
+            qb.push(", email_verified = ").push_bind(verified);
             changed = true;
         }
         let row = if changed {
