@@ -80,10 +80,77 @@ impl Gate {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads argon2 runs on: as many as the gate admits at once, at a lower CPU
+/// priority than the threads serving requests, so a flood of logins takes the CPU the
+/// rest of the API leaves over instead of half of it. The threads end with the last
+/// clone of the hasher.
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn start(count: usize) -> Result<Self, String> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..count {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the hasher is gone
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start a hashing thread: {e}"))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queues `work` at once (not when the returned future is first polled: a bulk hash
+    /// queues every chunk before it waits for any), and resolves to its result.
+    fn run<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<T, HashError>> + use<T, F> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        let sent = self.jobs.send(job);
+        async move {
+            sent.map_err(|_| HashError::Failed("the hashing threads are gone".into()))?;
+            result
+                .await
+                .map_err(|_| HashError::Failed("a hashing thread failed".into()))
+        }
+    }
+}
+
+/// Nice 10: the scheduler then gives request threads about nine times the CPU share of a
+/// hashing thread when both want it (Linux sets this per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments; `0` names the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     gate: Arc<Gate>,
+    workers: Arc<Workers>,
 }
 
 impl PasswordHasher {
@@ -106,6 +173,7 @@ impl PasswordHasher {
                 waiting: AtomicUsize::new(0),
                 queue_max,
             }),
+            workers: Arc::new(Workers::start(concurrency.max(1))?),
         })
     }
 
@@ -125,13 +193,13 @@ impl PasswordHasher {
         let slot = self.gate.admit().await?;
         let hasher = self.clone();
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            hasher.hash_blocking(&password)
-        })
-        .await
-        .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))?
-        .map_err(HashError::Failed)
+        self.workers
+            .run(move || {
+                let _slot = slot;
+                hasher.hash_blocking(&password)
+            })
+            .await?
+            .map_err(HashError::Failed)
     }
 
     /// Hashes many passwords, order kept: admitted as one entry of the queue, then spread
@@ -153,7 +221,7 @@ impl PasswordHasher {
                 None => self.gate.another_slot().await?,
             };
             let hasher = self.clone();
-            tasks.push(tokio::task::spawn_blocking(move || {
+            tasks.push(self.workers.run(move || {
                 let _slot = held;
                 chunk
                     .iter()
@@ -162,11 +230,8 @@ impl PasswordHasher {
             }));
         }
         let mut hashes = Vec::new();
-        for task in tasks {
-            hashes.extend(
-                task.await
-                    .map_err(|e| HashError::Failed(format!("hashing task failed: {e}")))??,
-            );
+        for result in futures_util::future::join_all(tasks).await {
+            hashes.extend(result?.map_err(HashError::Failed)?);
         }
         Ok(hashes)
     }
@@ -197,14 +262,14 @@ impl PasswordHasher {
         let argon2 = self.argon2();
         let password = password.to_string();
         let phc = phc.to_string();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            argon2
-                .verify_password(password.as_bytes(), phc.as_str())
-                .is_ok()
-        })
-        .await
-        .map_err(|e| HashError::Failed(format!("password check failed: {e}")))
+        self.workers
+            .run(move || {
+                let _slot = slot;
+                argon2
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok()
+            })
+            .await
     }
 }
 
