@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object, types::MaybeUndefined};
 
 use crate::{
-    domain::{DashboardStats, Page, SortDirection, SortField, User, UserSort},
-    service::{ChangeRequest, SessionView, TokenPair, UserDraft},
+    domain::{DashboardStats, SortDirection, SortField, User, UserSort},
+    service::{ChangeRequest, ListPage, SessionView, TokenPair, UserDraft},
 };
 
 /// A user account. The password hash is never part of it.
@@ -57,26 +57,34 @@ impl UserOut {
     }
 }
 
-/// One page of users.
+/// One page of users: by offset (`total`, `page`, `pages` set) or by cursor (`total` only
+/// with `include_total=true`).
 #[derive(Debug, Object)]
 pub struct UserPage {
     pub items: Vec<UserOut>,
     /// How many users match the filters, over all pages.
-    pub total: u64,
-    pub page: u64,
+    #[oai(skip_serializing_if_is_none)]
+    pub total: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub page: Option<u64>,
     pub size: u64,
     /// `ceil(total / size)`; 0 when nothing matches.
-    pub pages: u64,
+    #[oai(skip_serializing_if_is_none)]
+    pub pages: Option<u64>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
 }
 
-impl From<Page<User>> for UserPage {
-    fn from(p: Page<User>) -> Self {
+impl From<ListPage> for UserPage {
+    fn from(p: ListPage) -> Self {
         Self {
             items: p.items.into_iter().map(UserOut::from).collect(),
             total: p.total,
             page: p.page,
             size: p.size,
             pages: p.pages,
+            next_cursor: p.next_cursor,
         }
     }
 }

@@ -10,8 +10,8 @@ mod user;
 pub use email::{Email, fold_email};
 pub use password::Password;
 pub use query::{
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest, SORT_KEYS, SortDirection, SortField,
-    UserFilter, UserQuery, UserSort,
+    DEFAULT_PAGE_SIZE, Keyset, MAX_PAGE_SIZE, Page, PageRequest, SORT_KEYS, SortDirection,
+    SortField, SortValue, UserFilter, UserQuery, UserSort,
 };
 pub use rules::{RefreshDecision, needs_another_active_superuser, refresh_decision};
 pub use user::{

@@ -89,6 +89,42 @@ impl PageRequest {
     }
 }
 
+/// A row's position in a sort order: its sort key and id (ties are broken by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset {
+    pub value: SortValue,
+    pub id: super::UserId,
+}
+
+/// A sort key's value, exactly as both databases compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    Time(DateTime<Utc>),
+    Text(String),
+    /// Sorting by id: the id is the whole key.
+    Id,
+}
+
+impl Keyset {
+    /// Where `user` stands in `sort`. Text keys are folded as the databases fold them: the
+    /// stored `email_key` for emails, ASCII lowercase for names (SQLite's `lower`, and
+    /// PostgreSQL's under `COLLATE "C"`).
+    pub fn of(user: &super::User, field: SortField) -> Self {
+        let value = match field {
+            SortField::CreatedAt => SortValue::Time(user.created_at),
+            SortField::Email => SortValue::Text(super::fold_email(&user.email)),
+            SortField::FullName => SortValue::Text(
+                user.full_name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+            ),
+            SortField::Id => SortValue::Id,
+        };
+        Self { value, id: user.id }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserQuery {
     pub filter: UserFilter,

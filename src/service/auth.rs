@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Caller, Clock, ServiceError, ServiceResult,
+    cursor::Cursors,
     directory::Directory,
     security::{SecurityEvent, SecurityLog},
 };
@@ -77,6 +78,7 @@ pub struct AuthService {
     failure_window: Duration,
     require_verified_email: bool,
     pub(super) security: Arc<SecurityLog>,
+    pub(super) cursors: Arc<Cursors>,
 }
 
 impl AuthService {
@@ -114,6 +116,7 @@ impl AuthService {
             require_verified_email: settings.require_email_verification,
             failure_window: settings.login_failure_window,
             security: Arc::new(SecurityLog::default()),
+            cursors: Arc::new(Cursors::new(keys.current.as_bytes())),
         })
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::Clock;
 use crate::{
     cache::{CachedSession, Caches, Lookup},
-    domain::{DashboardStats, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery},
+    domain::{
+        DashboardStats, Keyset, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery,
+    },
     store::{
         Invalidation, InvalidationHandler, ListenerHealth, NewRefreshToken, Rotation,
         SessionRecord, SessionScope, StoreError, UserChunks, UserStore,
@@ -246,6 +248,26 @@ impl Directory {
             deleted
         })
         .await
+    }
+
+    /// Up to `limit` users after `after` in the query's order (keyset paging).
+    pub async fn list_after(
+        &self,
+        query: &UserQuery,
+        after: &Keyset,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        self.store.list_users_after(query, after, limit).await
+    }
+
+    /// How many users match the query's filters: from the cached figures when they say.
+    pub async fn count(&self, query: &UserQuery, fresh: Option<Fresh>) -> Result<u64, StoreError> {
+        if self.caches.enabled()
+            && let Some(pick) = total_from_dashboard(&query.filter)
+        {
+            return Ok(pick(&self.dashboard_as_of(fresh).await?.0));
+        }
+        self.store.count_matching(query).await
     }
 
     /// A page of users. For the common filters (none, only `is_active`, only

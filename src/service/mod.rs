@@ -4,6 +4,7 @@
 //! Errors are `ServiceError`, which knows nothing of HTTP.
 
 mod auth;
+mod cursor;
 mod directory;
 mod error;
 mod input;
@@ -26,7 +27,7 @@ pub use directory::Fresh;
 pub use error::{LAST_SUPERUSER, ServiceError, ServiceResult, USER_NOT_FOUND};
 pub use input::{ChangeRequest, UserDraft};
 pub use operations::{CacheFigures, Operations};
-pub use users::{BootstrapAdmin, UserService};
+pub use users::{BootstrapAdmin, ListPage, UserService};
 
 use crate::{
     cache::Caches,

@@ -13,11 +13,21 @@ use crate::{
     cache::Lookup,
     config::Settings,
     domain::{
-        DashboardStats, Email, EndSessions, FieldError, NewUser, Page, User, UserChanges, UserId,
+        DashboardStats, Email, EndSessions, FieldError, NewUser, User, UserChanges, UserId,
         UserQuery, fold_email,
     },
     store::{StoreError, UserChunks, UserStore},
 };
+
+/// A page of a list, by offset (`page`, `pages` and `total` set) or by cursor.
+pub struct ListPage {
+    pub items: Vec<User>,
+    pub total: Option<u64>,
+    pub page: Option<u64>,
+    pub pages: Option<u64>,
+    pub size: u64,
+    pub next_cursor: Option<String>,
+}
 
 /// The account created on an empty database when no FIRST_SUPERUSER_* is configured.
 pub struct BootstrapAdmin {
@@ -176,9 +186,55 @@ impl UserService {
         Ok(taken)
     }
 
-    pub async fn list(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<Page<User>> {
+    /// An offset page (with its total) or, given a cursor, the page after it (a total only
+    /// when asked). Both carry the cursor of the next page, `None` on the last.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        query: &UserQuery,
+        cursor: Option<&str>,
+        include_total: bool,
+    ) -> ServiceResult<ListPage> {
         caller.require_superuser()?;
-        Ok(self.directory.list(query, Some(caller.fresh)).await?)
+        let cursors = &self.auth.cursors;
+        let size = query.page.size;
+        let fresh = Some(caller.fresh);
+        let Some(cursor) = cursor else {
+            let page = self.directory.list(query, fresh).await?;
+            let more = page.page.saturating_mul(page.size) < page.total;
+            let next_cursor = match (more, page.items.last()) {
+                (true, Some(last)) => Some(cursors.after(query, last)?),
+                _ => None,
+            };
+            return Ok(ListPage {
+                total: Some(page.total),
+                page: Some(page.page),
+                pages: Some(page.pages),
+                size,
+                next_cursor,
+                items: page.items,
+            });
+        };
+        let after = cursors.read(query, cursor)?;
+        let mut items = self.directory.list_after(query, &after, size + 1).await?;
+        let more = items.len() as u64 > size;
+        items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => Some(cursors.after(query, last)?),
+            _ => None,
+        };
+        let total = match include_total {
+            true => Some(self.directory.count(query, fresh).await?),
+            false => None,
+        };
+        Ok(ListPage {
+            items,
+            total,
+            page: None,
+            pages: None,
+            size,
+            next_cursor,
+        })
     }
 
     pub fn export(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<UserChunks> {

@@ -63,6 +63,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0007_email_verified.sql"),
         fixup: None,
     },
+    Migration {
+        version: 8,
+        name: "ascii_name_sort",
+        sql: include_str!("../../migrations/sqlite/0008_ascii_name_sort.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -138,6 +144,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "email_verified",
         sql: include_str!("../../migrations/postgres/0007_email_verified.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 8,
+        name: "ascii_name_sort",
+        sql: include_str!("../../migrations/postgres/0008_ascii_name_sort.sql"),
         fixup: None,
     },
 ];

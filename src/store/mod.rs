@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use crate::{
     config::DatabaseUrl,
     domain::{
-        DashboardStats, Email, NewUser, Page, RefreshDecision, SortDirection, SortField, User,
-        UserChanges, UserId, UserQuery, UserSort,
+        DashboardStats, Email, Keyset, NewUser, Page, RefreshDecision, SortDirection, SortField,
+        User, UserChanges, UserId, UserQuery, UserSort,
     },
 };
 
@@ -229,6 +229,15 @@ pub trait UserStore: Send + Sync + 'static {
     async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError>;
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
+    /// Up to `limit` users of the query's filter and sort that come after `after`.
+    async fn list_users_after(
+        &self,
+        query: &UserQuery,
+        after: &Keyset,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError>;
+    /// How many users match the query's filter.
+    async fn count_matching(&self, query: &UserQuery) -> Result<u64, StoreError>;
     /// A page of users; `known_total`, when given, is trusted instead of counting.
     async fn list_users(
         &self,
@@ -323,13 +332,41 @@ pub fn order_by_sql(sort: &UserSort, collation: &str) -> String {
         SortDirection::Asc => "ASC",
         SortDirection::Desc => "DESC",
     };
-    let key = match sort.field {
-        SortField::CreatedAt => "created_at".to_string(),
-        SortField::Email => format!("email_key{collation}"),
-        SortField::FullName => format!("lower(coalesce(full_name, '')){collation}"),
-        SortField::Id => return format!(" ORDER BY id {dir}"),
+    match sort_key_sql(sort.field, collation) {
+        Some(key) => format!(" ORDER BY {key} {dir}, id {dir}"),
+        None => format!(" ORDER BY id {dir}"),
+    }
+}
+
+/// The expression a sort orders by (`None`: by id alone). Names fold ASCII only on both
+/// backends (PostgreSQL's `lower` under `COLLATE "C"`), so `Keyset::of` can compute a
+/// row's key exactly.
+pub fn sort_key_sql(field: SortField, collation: &str) -> Option<String> {
+    match field {
+        SortField::CreatedAt => Some("created_at".to_string()),
+        SortField::Email => Some(format!("email_key{collation}")),
+        SortField::FullName => Some(format!(
+            "lower(coalesce(full_name, ''){collation}){collation}"
+        )),
+        SortField::Id => None,
+    }
+}
+
+/// The comparison that keeps the rows after a keyset in the sort's direction:
+/// `key > a OR (key = a AND id > b)` ascending, `<` descending, with `a` and `b` written by
+/// `param` (the backend's placeholder for the n-th value: 0 the key, 1 the id).
+pub fn keyset_sql(sort: &UserSort, collation: &str, param: impl Fn(usize) -> String) -> String {
+    let op = match sort.direction {
+        SortDirection::Asc => ">",
+        SortDirection::Desc => "<",
     };
-    format!(" ORDER BY {key} {dir}, id {dir}")
+    match sort_key_sql(sort.field, collation) {
+        Some(key) => {
+            let (a, b) = (param(0), param(1));
+            format!("({key} {op} {a} OR ({key} = {a} AND id {op} {b}))")
+        }
+        None => format!("id {op} {}", param(1)),
+    }
 }
 
 /// Whether any stored text could contain `term`: none holds NUL (PostgreSQL text cannot,

@@ -15,16 +15,16 @@ use tokio::sync::Semaphore;
 use super::{
     EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
     SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
-    dashboard_windows, like_pattern,
+    dashboard_windows, keyset_sql, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, search_can_match,
 };
 use crate::{
     config::SqliteLocation,
     domain::{
-        DashboardStats, Email, EndSessions, NewUser, Page, RefreshDecision, User, UserChanges,
-        UserId, UserQuery, fold_email, needs_another_active_superuser, now_micros,
-        refresh_decision,
+        DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortValue,
+        User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
+        now_micros, refresh_decision,
     },
 };
 
@@ -893,6 +893,55 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn list_users_after(
+        &self,
+        query: &UserQuery,
+        after: &Keyset,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        let (query, after) = (query.clone(), after.clone());
+        self.run(move |conn| {
+            let (where_sql, mut values) = filter_sql(&query);
+            let base = values.len();
+            values.push(match &after.value {
+                SortValue::Time(t) => Value::Integer(micros(*t)),
+                SortValue::Text(s) => Value::Text(s.clone()),
+                SortValue::Id => Value::Null,
+            });
+            values.push(Value::Integer(after.id));
+            let keyset = keyset_sql(&query.sort, "", |n| format!("?{}", base + n + 1));
+            values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+            let condition = if where_sql.is_empty() {
+                format!("WHERE {keyset}")
+            } else {
+                format!("{where_sql} AND {keyset}")
+            };
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users {condition} {} LIMIT ?{}",
+                order_sql(&query),
+                values.len()
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), user_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn count_matching(&self, query: &UserQuery) -> Result<u64, StoreError> {
+        let query = query.clone();
+        self.run(move |conn| {
+            let (where_sql, values) = filter_sql(&query);
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM users {where_sql}"),
+                params_from_iter(values),
+                |r| r.get(0),
+            )?;
+            Ok(count(total))
+        })
+        .await
+    }
+
     async fn list_users(
         &self,
         query: &UserQuery,
@@ -1268,7 +1317,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4, 5, 6, 7]);
+        assert_eq!(report.applied, [4, 5, 6, 7, 8]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

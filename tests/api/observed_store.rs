@@ -141,6 +141,19 @@ impl UserStore for ObservedStore {
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
         self.inner.delete_user(id).await
     }
+    async fn list_users_after(
+        &self,
+        query: &UserQuery,
+        after: &roster::domain::Keyset,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        self.calls.check()?;
+        self.inner.list_users_after(query, after, limit).await
+    }
+    async fn count_matching(&self, query: &UserQuery) -> Result<u64, StoreError> {
+        self.calls.check()?;
+        self.inner.count_matching(query).await
+    }
     async fn count_users(&self) -> Result<u64, StoreError> {
         self.inner.count_users().await
     }

@@ -336,3 +336,162 @@ mod hostile_search {
         }
     }
 }
+
+mod cursor_paging {
+    use std::collections::HashSet;
+
+    use serde_json::{Value, json};
+
+    use crate::helpers::{TestApp, backend_tests};
+
+    const SORTS: [&str; 8] = [
+        "created_at",
+        "-created_at",
+        "email",
+        "-email",
+        "full_name",
+        "-full_name",
+        "id",
+        "-id",
+    ];
+
+    async fn people(app: &TestApp) {
+        let names = [
+            Some("bea"),
+            Some("Ann"),
+            None,
+            Some("ann"),
+            Some("Zoë"),
+            Some("émile"),
+            Some("bea"),
+            None,
+            Some("Carl"),
+            Some("dora"),
+        ];
+        let users: Vec<Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"email": format!("P{}{}@example.com", (b'a' + (i as u8 * 7) % 26) as char, i), "password": "k7#Qm2!xz", "full_name": n, "is_active": i % 3 != 0}))
+            .collect();
+        // One bulk: every created_at is equal, so ties are broken by id.
+        let r = app
+            .post(
+                "/api/v1/users/bulk",
+                Some(app.admin()),
+                json!({"users": users}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        app.create_user("later@example.com", "k7#Qm2!xz", false)
+            .await;
+    }
+
+    fn ids(page: &Value) -> Vec<i64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_i64().unwrap())
+            .collect()
+    }
+
+    async fn get(app: &TestApp, query: &str) -> Value {
+        let r = app
+            .get(&format!("/api/v1/users?{query}"), Some(app.admin()))
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        r.body
+    }
+
+    fn cursor_arg(cursor: &str) -> String {
+        cursor.replace('.', "%2E")
+    }
+
+    backend_tests! {
+        async fn cursor_pages_walk_every_sort_as_offset_pages_do(backend) {
+            let app = TestApp::spawn(backend).await;
+            people(&app).await;
+            for sort in SORTS {
+                for filter in ["", "&is_active=true"] {
+                    let mut by_offset = Vec::new();
+                    for page in 1..=5 {
+                        by_offset.extend(ids(&get(&app, &format!("size=3&page={page}&sort={sort}{filter}")).await));
+                    }
+                    let first = get(&app, &format!("size=3&sort={sort}{filter}")).await;
+                    assert!(first["total"].is_u64() && first["next_cursor"].is_string(), "offset pages carry next_cursor: {first}");
+                    let mut by_cursor = ids(&first);
+                    let mut next = first["next_cursor"].clone();
+                    while let Some(cursor) = next.as_str() {
+                        let page = get(&app, &format!("size=3&sort={sort}{filter}&cursor={}", cursor_arg(cursor))).await;
+                        assert!(page.get("total").is_none() && page.get("page").is_none() && page.get("pages").is_none(), "{page}");
+                        assert_eq!(page["size"], 3);
+                        by_cursor.extend(ids(&page));
+                        next = page["next_cursor"].clone();
+                    }
+                    assert_eq!(by_cursor, by_offset, "sort={sort}{filter}");
+                }
+            }
+        }
+
+        async fn tampered_foreign_and_mixed_cursors_are_422(backend) {
+            let app = TestApp::spawn(backend).await;
+            people(&app).await;
+            let cursor = get(&app, "size=2&sort=email").await["next_cursor"].as_str().unwrap().to_string();
+            let mut tampered = cursor.clone().into_bytes();
+            tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
+            for query in [
+                format!("size=2&sort=email&cursor={}", cursor_arg(&tampered)),
+                format!("size=2&sort=-email&cursor={}", cursor_arg(&cursor)),
+                format!("size=2&sort=email&is_active=true&cursor={}", cursor_arg(&cursor)),
+                "size=2&sort=email&cursor=garbage".to_string(),
+                format!("size=2&sort=email&page=2&cursor={}", cursor_arg(&cursor)),
+            ] {
+                let r = app.get(&format!("/api/v1/users?{query}"), Some(app.admin())).await;
+                r.assert_error(422, "validation_error");
+                assert_eq!(r.error_fields(), ["cursor"], "{query}");
+            }
+            // The genuine cursor works; a different page size with it is fine.
+            assert_eq!(get(&app, &format!("size=5&sort=email&cursor={}", cursor_arg(&cursor))).await["items"].as_array().unwrap().len(), 5);
+        }
+
+        async fn a_cursor_page_counts_only_when_asked(backend) {
+            let app = TestApp::spawn(backend).await;
+            people(&app).await;
+            for filter in ["", "&is_active=false", "&search=example"] {
+                let first = get(&app, &format!("size=2{filter}")).await;
+                let cursor = cursor_arg(first["next_cursor"].as_str().unwrap());
+                let counted = get(&app, &format!("size=2{filter}&cursor={cursor}&include_total=true")).await;
+                assert_eq!(counted["total"], first["total"], "{filter}");
+                assert!(get(&app, &format!("size=2{filter}&cursor={cursor}")).await.get("total").is_none());
+            }
+        }
+
+        async fn writes_during_a_walk_neither_skip_nor_repeat_rows_that_stay(backend) {
+            let app = TestApp::spawn(backend).await;
+            people(&app).await;
+            let all: HashSet<i64> = ids(&get(&app, "size=100").await).into_iter().collect();
+            let mut seen = Vec::new();
+            let mut deleted = HashSet::new();
+            let mut page = get(&app, "size=3&sort=full_name").await;
+            let mut round = 0;
+            loop {
+                seen.extend(ids(&page));
+                // Between pages: a new user, and one not yet seen deleted.
+                app.create_user(&format!("new{round}@example.com"), "k7#Qm2!xz", false).await;
+                if let Some(victim) = all.iter().find(|id| !seen.contains(id) && !deleted.contains(*id) && **id != 1) {
+                    assert_eq!(app.delete(&format!("/api/v1/users/{victim}"), Some(app.admin())).await.status, 204);
+                    deleted.insert(*victim);
+                }
+                round += 1;
+                let Some(cursor) = page["next_cursor"].as_str() else { break };
+                page = get(&app, &format!("size=3&sort=full_name&cursor={}", cursor_arg(cursor))).await;
+            }
+            let stayed: HashSet<i64> = all.difference(&deleted).copied().collect();
+            for id in &stayed {
+                assert_eq!(seen.iter().filter(|s| *s == id).count(), 1, "user {id} of the whole walk");
+            }
+            assert_eq!(seen.len(), seen.iter().collect::<HashSet<_>>().len(), "nothing repeated");
+        }
+    }
+}

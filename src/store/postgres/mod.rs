@@ -25,11 +25,12 @@ use super::{
     SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
     dashboard_windows, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
-    order_by_sql, search_can_match,
+    order_by_sql, search_can_match, sort_key_sql,
 };
 use crate::domain::{
-    DashboardStats, Email, EndSessions, NewUser, Page, RefreshDecision, User, UserChanges, UserId,
-    UserQuery, fold_email, needs_another_active_superuser, now_micros, refresh_decision,
+    DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortDirection,
+    SortValue, User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
+    now_micros, refresh_decision,
 };
 
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
@@ -314,7 +315,8 @@ async fn ensure_active_superuser_remains(tx: &mut sqlx::PgConnection) -> Result<
     }
 }
 
-fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
+/// Pushes the filter's WHERE clause; whether there was one.
+fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) -> bool {
     let filter = &query.filter;
     let mut sep = " WHERE ";
     let mut next = |qb: &mut QueryBuilder<Postgres>| {
@@ -353,6 +355,7 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) {
             .push_bind(pattern)
             .push(" ESCAPE '\\')");
     }
+    sep == " AND "
 }
 
 /// Byte order, the same as PostgreSQL's with COLLATE "C".
@@ -730,6 +733,58 @@ impl UserStore for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(count(n))
+    }
+
+    async fn list_users_after(
+        &self,
+        query: &UserQuery,
+        after: &Keyset,
+        limit: u64,
+    ) -> Result<Vec<User>, StoreError> {
+        let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+        let filtered = push_filter(&mut qb, query);
+        qb.push(if filtered { " AND " } else { " WHERE " });
+        let op = match query.sort.direction {
+            SortDirection::Asc => " > ",
+            SortDirection::Desc => " < ",
+        };
+        // The same comparison as `store::keyset_sql`, with sqlx's numbered binds.
+        let bind_key = |qb: &mut QueryBuilder<Postgres>| match &after.value {
+            SortValue::Time(t) => {
+                qb.push_bind(*t);
+            }
+            SortValue::Text(s) => {
+                qb.push_bind(s.clone());
+            }
+            SortValue::Id => {}
+        };
+        match sort_key_sql(query.sort.field, " COLLATE \"C\"") {
+            Some(key) => {
+                qb.push("(").push(&key).push(op);
+                bind_key(&mut qb);
+                qb.push(" OR (").push(&key).push(" = ");
+                bind_key(&mut qb);
+                qb.push(" AND id").push(op).push_bind(after.id).push("))");
+            }
+            None => {
+                qb.push("id").push(op).push_bind(after.id);
+            }
+        }
+        qb.push(order_sql(query));
+        qb.push(" LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn count_matching(&self, query: &UserQuery) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM users");
+        push_filter(&mut qb, query);
+        let total: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(count(total))
     }
 
     async fn list_users(
