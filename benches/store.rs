@@ -151,7 +151,7 @@ fn reads(c: &mut Criterion) {
                                     filter: UserFilter::default(),
                                     ..active_page(1)
                                 };
-                                let mut chunks = store.export_users(&all);
+                                let mut chunks = store.export_users(&all, None);
                                 let (mut total, mut active, mut superusers) = (0u64, 0u64, 0u64);
                                 while let Some(chunk) = chunks.recv().await {
                                     for user in chunk.expect("rows") {

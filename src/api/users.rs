@@ -220,7 +220,8 @@ impl UsersApi {
     /// Export users
     ///
     /// Superuser only. Every user matching the same filters and sort as the list, streamed
-    /// as CSV (`text/csv`, header row, RFC 4180 quoting) or NDJSON (one User per line).
+    /// as CSV (`text/csv`, header row, RFC 4180 quoting) or NDJSON (one User per line);
+    /// with `cursor`, only those after that list page.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/export", method = "get", operation_id = "export_users")]
     async fn export(
@@ -239,6 +240,8 @@ impl UsersApi {
         /// Created before this instant (RFC 3339).
         created_before: Query<Option<DateTime<Utc>>>,
         #[oai(default)] sort: Query<SortParam>,
+        /// Start after this list page's `next_cursor` (same filters and sort).
+        cursor: Query<Option<String>>,
     ) -> ApiResult<export::ExportFile> {
         let query = UserQuery {
             filter: user_filter(
@@ -252,7 +255,10 @@ impl UsersApi {
             page: PageRequest::new(1, 1).map_err(|e| ApiError::validation(&[e]))?,
         };
         Ok(export::ExportFile::new(
-            state.services.users.export(&auth.0, &query)?,
+            state
+                .services
+                .users
+                .export(&auth.0, &query, cursor.0.as_deref())?,
             format.0,
         ))
     }

@@ -226,8 +226,8 @@ impl Directory {
         self.store.existing_email_keys(keys).await
     }
 
-    pub fn export(&self, query: &UserQuery) -> UserChunks {
-        self.store.export_users(query)
+    pub fn export(&self, query: &UserQuery, after: Option<&Keyset>) -> UserChunks {
+        self.store.export_users(query, after)
     }
 
     pub async fn update(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {

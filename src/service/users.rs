@@ -237,9 +237,19 @@ impl UserService {
         })
     }
 
-    pub fn export(&self, caller: &Caller, query: &UserQuery) -> ServiceResult<UserChunks> {
+    /// Every matching user in the query's order, from the start or after `cursor` (a
+    /// list page's `next_cursor` for the same filters and sort).
+    pub fn export(
+        &self,
+        caller: &Caller,
+        query: &UserQuery,
+        cursor: Option<&str>,
+    ) -> ServiceResult<UserChunks> {
         caller.require_superuser()?;
-        Ok(self.directory.export(query))
+        let after = cursor
+            .map(|c| self.auth.cursors.read(query, c))
+            .transpose()?;
+        Ok(self.directory.export(query, after.as_ref()))
     }
 
     /// Superusers may read anyone; other users only themselves.

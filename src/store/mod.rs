@@ -218,7 +218,7 @@ pub trait UserStore: Send + Sync + 'static {
     async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError>;
     /// Every user matching the query's filter, in its sort order (paging ignored),
     /// produced in chunks as the receiver takes them.
-    fn export_users(&self, query: &UserQuery) -> UserChunks;
+    fn export_users(&self, query: &UserQuery, after: Option<&Keyset>) -> UserChunks;
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn find_credentials_by_email(
         &self,

@@ -494,6 +494,29 @@ fn order_sql(query: &UserQuery) -> String {
     order_by_sql(&query.sort, "")
 }
 
+/// The filter's WHERE clause, and when `after` is given, only the rows after it in the
+/// query's order (keyset paging).
+fn filter_after_sql(query: &UserQuery, after: Option<&Keyset>) -> (String, Vec<Value>) {
+    let (where_sql, mut values) = filter_sql(query);
+    let Some(after) = after else {
+        return (where_sql, values);
+    };
+    let base = values.len();
+    values.push(match &after.value {
+        SortValue::Time(t) => Value::Integer(micros(*t)),
+        SortValue::Text(s) => Value::Text(s.clone()),
+        SortValue::Id => Value::Null,
+    });
+    values.push(Value::Integer(after.id));
+    let keyset = keyset_sql(&query.sort, "", |n| format!("?{}", base + n + 1));
+    let condition = if where_sql.is_empty() {
+        format!("WHERE {keyset}")
+    } else {
+        format!("{where_sql} AND {keyset}")
+    };
+    (condition, values)
+}
+
 /// Inserts `users` in one transaction with one prepared statement. The search index is fed
 /// once for the whole batch instead of by the per-row trigger.
 fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
@@ -694,10 +717,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    fn export_users(&self, query: &UserQuery) -> UserChunks {
+    fn export_users(&self, query: &UserQuery, after: Option<&Keyset>) -> UserChunks {
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_AHEAD);
         let pool = self.pool.clone();
         let query = query.clone();
+        let after = after.cloned();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
@@ -705,7 +729,7 @@ impl UserStore for SqliteStore {
                 let conn = pool
                     .get()
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let (where_sql, values) = filter_sql(&query);
+                let (where_sql, values) = filter_after_sql(&query, after.as_ref());
                 let mut stmt = conn.prepare(&format!(
                     "SELECT {USER_COLUMNS} FROM users {where_sql} {}",
                     order_sql(&query)
@@ -901,21 +925,8 @@ impl UserStore for SqliteStore {
     ) -> Result<Vec<User>, StoreError> {
         let (query, after) = (query.clone(), after.clone());
         self.run(move |conn| {
-            let (where_sql, mut values) = filter_sql(&query);
-            let base = values.len();
-            values.push(match &after.value {
-                SortValue::Time(t) => Value::Integer(micros(*t)),
-                SortValue::Text(s) => Value::Text(s.clone()),
-                SortValue::Id => Value::Null,
-            });
-            values.push(Value::Integer(after.id));
-            let keyset = keyset_sql(&query.sort, "", |n| format!("?{}", base + n + 1));
+            let (condition, mut values) = filter_after_sql(&query, Some(&after));
             values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-            let condition = if where_sql.is_empty() {
-                format!("WHERE {keyset}")
-            } else {
-                format!("{where_sql} AND {keyset}")
-            };
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users {condition} {} LIMIT ?{}",
                 order_sql(&query),

@@ -116,8 +116,12 @@ impl UserStore for ObservedStore {
     async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
         self.inner.existing_email_keys(keys).await
     }
-    fn export_users(&self, query: &UserQuery) -> UserChunks {
-        self.inner.export_users(query)
+    fn export_users(
+        &self,
+        query: &UserQuery,
+        after: Option<&roster::domain::Keyset>,
+    ) -> UserChunks {
+        self.inner.export_users(query, after)
     }
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.calls.get_user.fetch_add(1, Ordering::SeqCst);

@@ -495,3 +495,26 @@ mod cursor_paging {
         }
     }
 }
+
+mod export_cursor {
+    use crate::helpers::{TestApp, backend_tests};
+
+    backend_tests! {
+        async fn an_export_continues_after_a_list_pages_cursor(backend) {
+            let app = TestApp::spawn(backend).await;
+            for i in 0..7 {
+                app.create_user(&format!("x{i}@example.com"), "k7#Qm2!xz", false).await;
+            }
+            let first = app.get("/api/v1/users?size=3&sort=email", Some(app.admin())).await.body;
+            let cursor = first["next_cursor"].as_str().unwrap();
+            let rest = app.get(&format!("/api/v1/users/export?format=ndjson&sort=email&cursor={cursor}"), Some(app.admin())).await;
+            assert_eq!(rest.status, 200, "{}", rest.text);
+            let exported: Vec<i64> = rest.text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap()).collect();
+            let all = app.get("/api/v1/users?size=100&sort=email", Some(app.admin())).await.body;
+            let expected: Vec<i64> = all["items"].as_array().unwrap()[3..].iter().map(|u| u["id"].as_i64().unwrap()).collect();
+            assert_eq!(exported, expected);
+            let foreign = app.get(&format!("/api/v1/users/export?sort=-email&cursor={cursor}"), Some(app.admin())).await;
+            foreign.assert_error(422, "validation_error");
+        }
+    }
+}

@@ -358,6 +358,39 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) -> bool {
     sep == " AND "
 }
 
+/// The filter's WHERE clause, and when `after` is given, only the rows after it in the
+/// query's order (keyset paging): the comparison of `store::keyset_sql`, with sqlx binds.
+fn push_filter_after(qb: &mut QueryBuilder<Postgres>, query: &UserQuery, after: Option<&Keyset>) {
+    let filtered = push_filter(qb, query);
+    let Some(after) = after else { return };
+    qb.push(if filtered { " AND " } else { " WHERE " });
+    let op = match query.sort.direction {
+        SortDirection::Asc => " > ",
+        SortDirection::Desc => " < ",
+    };
+    let bind_key = |qb: &mut QueryBuilder<Postgres>| match &after.value {
+        SortValue::Time(t) => {
+            qb.push_bind(*t);
+        }
+        SortValue::Text(s) => {
+            qb.push_bind(s.clone());
+        }
+        SortValue::Id => {}
+    };
+    match sort_key_sql(query.sort.field, " COLLATE \"C\"") {
+        Some(key) => {
+            qb.push("(").push(&key).push(op);
+            bind_key(qb);
+            qb.push(" OR (").push(&key).push(" = ");
+            bind_key(qb);
+            qb.push(" AND id").push(op).push_bind(after.id).push("))");
+        }
+        None => {
+            qb.push("id").push(op).push_bind(after.id);
+        }
+    }
+}
+
 /// Byte order, the same as PostgreSQL's with COLLATE "C".
 fn order_sql(query: &UserQuery) -> String {
     order_by_sql(&query.sort, " COLLATE \"C\"")
@@ -571,15 +604,16 @@ impl UserStore for PostgresStore {
         .await?)
     }
 
-    fn export_users(&self, query: &UserQuery) -> UserChunks {
+    fn export_users(&self, query: &UserQuery, after: Option<&Keyset>) -> UserChunks {
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_AHEAD);
         let pool = self.pool.clone();
         let query = query.clone();
+        let after = after.cloned();
         tokio::spawn(
             async move {
                 let produce = async {
                     let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-                    push_filter(&mut qb, &query);
+                    push_filter_after(&mut qb, &query, after.as_ref());
                     qb.push(order_sql(&query));
                     let mut rows = qb.build().fetch(&pool);
                     let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
@@ -742,34 +776,7 @@ impl UserStore for PostgresStore {
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
         let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-        let filtered = push_filter(&mut qb, query);
-        qb.push(if filtered { " AND " } else { " WHERE " });
-        let op = match query.sort.direction {
-            SortDirection::Asc => " > ",
-            SortDirection::Desc => " < ",
-        };
-        // The same comparison as `store::keyset_sql`, with sqlx's numbered binds.
-        let bind_key = |qb: &mut QueryBuilder<Postgres>| match &after.value {
-            SortValue::Time(t) => {
-                qb.push_bind(*t);
-            }
-            SortValue::Text(s) => {
-                qb.push_bind(s.clone());
-            }
-            SortValue::Id => {}
-        };
-        match sort_key_sql(query.sort.field, " COLLATE \"C\"") {
-            Some(key) => {
-                qb.push("(").push(&key).push(op);
-                bind_key(&mut qb);
-                qb.push(" OR (").push(&key).push(" = ");
-                bind_key(&mut qb);
-                qb.push(" AND id").push(op).push_bind(after.id).push("))");
-            }
-            None => {
-                qb.push("id").push(op).push_bind(after.id);
-            }
-        }
+        push_filter_after(&mut qb, query, Some(after));
         qb.push(order_sql(query));
         qb.push(" LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
