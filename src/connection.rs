@@ -108,8 +108,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                         this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
                     }
                     if this.phase == Phase::Headers {
-                        let read = read.to_vec();
-                        this.scan(&read);
+                        this.scan(read);
                     }
                 }
                 Poll::Ready(Ok(()))

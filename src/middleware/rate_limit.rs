@@ -230,8 +230,8 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                     ErrorCode::RateLimited,
                     format!("Too many requests; retry in {retry_after_secs} s."),
                 )
+                .retry_after(retry_after_secs)
                 .into_response();
-                set_header(&mut resp, "retry-after", retry_after_secs);
                 set_header(&mut resp, "x-ratelimit-limit", limit);
                 set_header(&mut resp, "x-ratelimit-remaining", 0);
                 Ok(resp)

@@ -326,23 +326,26 @@ impl UserService {
             email_verified: None,
             ..request
         };
-        let mut violations = match request.validate(Some(&caller.user.email)) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors,
-        };
+        let validated = request.validate(Some(&caller.user.email));
         let changes_email = request
             .email
             .as_deref()
             .is_some_and(|e| fold_email(e.trim()) != fold_email(&caller.user.email));
-        if (request.password.is_some() || changes_email) && request.current_password.is_none() {
-            violations.push(FieldError::new(
-                "current_password",
-                "is required to change the password or the email",
-            ));
-        }
-        if !violations.is_empty() {
-            return Err(ServiceError::Invalid(violations));
-        }
+        let missing_current = (request.password.is_some() || changes_email)
+            && request.current_password.is_none();
+        let valid = match validated {
+            Ok(valid) if !missing_current => valid,
+            result => {
+                let mut violations = result.err().unwrap_or_default();
+                if missing_current {
+                    violations.push(FieldError::new(
+                        "current_password",
+                        "is required to change the password or the email",
+                    ));
+                }
+                return Err(ServiceError::Invalid(violations));
+            }
+        };
         if let Some(current) = &request.current_password
             && !self
                 .auth
@@ -351,9 +354,6 @@ impl UserService {
         {
             return Err(ServiceError::Forbidden("The current password is wrong."));
         }
-        let valid = request
-            .validate(Some(&caller.user.email))
-            .map_err(ServiceError::Invalid)?;
         // An own password change ends the other sessions; this one goes on.
         let ends = valid
             .password

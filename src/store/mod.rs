@@ -20,7 +20,7 @@ use crate::{
     config::DatabaseUrl,
     domain::{
         DashboardStats, Email, Keyset, NewUser, Page, RefreshDecision, SortDirection, SortField,
-        User, UserChanges, UserId, UserQuery, UserSort,
+        User, UserChanges, UserId, UserQuery, UserSort, refresh_decision,
     },
 };
 
@@ -125,6 +125,72 @@ pub enum Rotation {
         decision: RefreshDecision,
         user_id: Option<UserId>,
     },
+}
+
+/// A refresh token's row with its session's and user's state, read (and locked) by the
+/// rotating transaction.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub session_id: String,
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+    pub spent: bool,
+    pub session_live: bool,
+    pub user_active: bool,
+    pub session_expires_at: DateTime<Utc>,
+}
+
+/// What a rotating transaction must do next, decided the same way on both backends.
+#[derive(Debug, Clone)]
+pub enum RotationStep {
+    /// Mark token `token_id` used and store `next` (its expiry capped by the session's).
+    Spend {
+        token_id: i64,
+        session_id: String,
+        user_id: UserId,
+        next: NewRefreshToken,
+    },
+    /// A replay: end the session (and tell other instances).
+    EndSession { session_id: String, user_id: UserId },
+    /// Nothing to write.
+    Answer(Rotation),
+}
+
+/// The one reading of a rotation (`domain::refresh_decision`, the user's state, the cap).
+pub fn rotation_step(
+    found: Option<TokenRow>,
+    next: NewRefreshToken,
+    now: DateTime<Utc>,
+) -> RotationStep {
+    let decision = refresh_decision(
+        found
+            .as_ref()
+            .map(|f| (f.spent, f.expires_at, f.session_live)),
+        now,
+    );
+    match (decision, found) {
+        (RefreshDecision::Spend, Some(f)) if !f.user_active => {
+            RotationStep::Answer(Rotation::Inactive { user_id: f.user_id })
+        }
+        (RefreshDecision::Spend, Some(f)) => RotationStep::Spend {
+            token_id: f.id,
+            next: NewRefreshToken {
+                expires_at: next.expires_at.min(f.session_expires_at),
+                ..next
+            },
+            session_id: f.session_id,
+            user_id: f.user_id,
+        },
+        (RefreshDecision::Replayed, Some(f)) => RotationStep::EndSession {
+            session_id: f.session_id,
+            user_id: f.user_id,
+        },
+        (decision, _) => RotationStep::Answer(Rotation::Refused {
+            decision,
+            user_id: None,
+        }),
+    }
 }
 
 /// Which sessions to end.

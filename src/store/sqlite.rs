@@ -14,17 +14,17 @@ use tokio::sync::Semaphore;
 
 use super::{
     EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
-    SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
-    dashboard_windows, keyset_sql, like_pattern,
+    RotationStep, SessionRecord, SessionScope, StoreError, TokenRow, USER_COLUMNS, UserChunks,
+    UserCredentials, UserStore, dashboard_windows, keyset_sql, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
-    order_by_sql, search_can_match,
+    order_by_sql, rotation_step, search_can_match,
 };
 use crate::{
     config::SqliteLocation,
     domain::{
         DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortValue,
         User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
-        now_micros, refresh_decision,
+        now_micros,
     },
 };
 
@@ -331,18 +331,6 @@ fn session_from_row(row: &Row) -> rusqlite::Result<SessionRecord> {
         user_agent: row.get(6)?,
         revoked_at: revoked_at.and_then(DateTime::from_timestamp_micros),
     })
-}
-
-/// A refresh token's row with its session's and user's state.
-struct FoundToken {
-    id: i64,
-    session_id: String,
-    user_id: UserId,
-    expires_at: DateTime<Utc>,
-    spent: bool,
-    session_live: bool,
-    user_active: bool,
-    session_expires_at: DateTime<Utc>,
 }
 
 fn insert_token(
@@ -1072,7 +1060,7 @@ impl UserStore for SqliteStore {
                      WHERE t.token_hash = ?1",
                     params![token_hash, micros(now)],
                     |r| {
-                        Ok(FoundToken {
+                        Ok(TokenRow {
                             id: r.get(0)?,
                             session_id: r.get(1)?,
                             user_id: r.get(2)?,
@@ -1085,46 +1073,38 @@ impl UserStore for SqliteStore {
                     },
                 )
                 .optional()?;
-            let decision = refresh_decision(
-                found
-                    .as_ref()
-                    .map(|f| (f.spent, f.expires_at, f.session_live)),
-                now,
-            );
-            let outcome = match (decision, found) {
-                (RefreshDecision::Spend, Some(f)) if !f.user_active => {
-                    Rotation::Inactive { user_id: f.user_id }
-                }
-                (RefreshDecision::Spend, Some(f)) => {
+            let outcome = match rotation_step(found, next, now) {
+                RotationStep::Spend {
+                    token_id,
+                    session_id,
+                    user_id,
+                    next,
+                } => {
                     tx.execute(
                         "UPDATE refresh_tokens SET used_at = ?1 WHERE id = ?2",
-                        params![micros(now), f.id],
+                        params![micros(now), token_id],
                     )?;
-                    let next = NewRefreshToken {
-                        expires_at: next.expires_at.min(f.session_expires_at),
-                        ..next
-                    };
-                    insert_token(&tx, &next, &f.session_id, f.user_id)?;
+                    insert_token(&tx, &next, &session_id, user_id)?;
                     tx.execute(
                         "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2",
-                        params![micros(now), f.session_id],
+                        params![micros(now), session_id],
                     )?;
                     Rotation::Rotated {
-                        user_id: f.user_id,
-                        session_id: f.session_id,
+                        user_id,
+                        session_id,
                     }
                 }
-                (RefreshDecision::Replayed, Some(f)) => {
-                    end_session_rows(&tx, "id = ?1", params![f.session_id], now)?;
+                RotationStep::EndSession {
+                    session_id,
+                    user_id,
+                } => {
+                    end_session_rows(&tx, "id = ?1", params![session_id], now)?;
                     Rotation::Refused {
-                        decision,
-                        user_id: Some(f.user_id),
+                        decision: RefreshDecision::Replayed,
+                        user_id: Some(user_id),
                     }
                 }
-                (decision, _) => Rotation::Refused {
-                    decision,
-                    user_id: None,
-                },
+                RotationStep::Answer(rotation) => rotation,
             };
             tx.commit()?;
             Ok(outcome)

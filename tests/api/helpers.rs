@@ -221,22 +221,25 @@ impl TestApp {
 
     /// With configuration `overrides` (see `spawn_custom`).
     pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
-        Self::start(
-            backend,
-            TestDatabase::fresh(backend).await,
-            Self::vars(overrides),
-            LaunchOptions::default(),
-        )
-        .await
+        Self::spawn_options(backend, overrides, LaunchOptions::default()).await
     }
 
     /// A second server over the same database, as after a restart.
     pub async fn restart(&self) -> Self {
+        self.restart_with(&[]).await
+    }
+
+    /// A server over a fresh database with configuration `overrides` and `options`.
+    async fn spawn_options(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+        options: LaunchOptions,
+    ) -> Self {
         Self::start(
-            self.backend,
-            self.database.clone(),
-            self.vars.clone(),
-            LaunchOptions::default(),
+            backend,
+            TestDatabase::fresh(backend).await,
+            Self::vars(overrides),
+            options,
         )
         .await
     }
@@ -265,13 +268,7 @@ impl TestApp {
             clock,
             ..LaunchOptions::default()
         };
-        Self::start(
-            backend,
-            TestDatabase::fresh(backend).await,
-            Self::vars(overrides),
-            options,
-        )
-        .await
+        Self::spawn_options(backend, overrides, options).await
     }
 
     /// A second server over the same database with configuration `overrides` on top of
@@ -303,13 +300,7 @@ impl TestApp {
             extra_routes,
             ..LaunchOptions::default()
         };
-        Self::start(
-            backend,
-            TestDatabase::fresh(backend).await,
-            Self::vars(overrides),
-            options,
-        )
-        .await
+        Self::spawn_options(backend, overrides, options).await
     }
 
     /// The test configuration with `overrides` applied (an empty value unsets).

@@ -342,6 +342,7 @@ mod cursor_paging {
 
     use serde_json::{Value, json};
 
+    use super::ids;
     use crate::helpers::{TestApp, backend_tests};
 
     const SORTS: [&str; 8] = [
@@ -384,15 +385,6 @@ mod cursor_paging {
         assert_eq!(r.status, 201, "{}", r.text);
         app.create_user("later@example.com", "k7#Qm2!xz", false)
             .await;
-    }
-
-    fn ids(page: &Value) -> Vec<i64> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["id"].as_i64().unwrap())
-            .collect()
     }
 
     async fn get(app: &TestApp, query: &str) -> Value {

@@ -22,15 +22,15 @@ use listener::{Applied, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users, r
 use super::{
     CoherenceStats, EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD,
     InvalidationHandler, ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
-    SessionRecord, SessionScope, StoreError, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
-    dashboard_windows, like_pattern,
+    RotationStep, SessionRecord, SessionScope, StoreError, TokenRow, USER_COLUMNS, UserChunks,
+    UserCredentials, UserStore, dashboard_windows, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
-    order_by_sql, search_can_match, sort_key_sql,
+    order_by_sql, rotation_step, search_can_match, sort_key_sql,
 };
 use crate::domain::{
     DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortDirection,
     SortValue, User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
-    now_micros, refresh_decision,
+    now_micros,
 };
 
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
@@ -182,18 +182,6 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
         user_agent: row.try_get("user_agent")?,
         revoked_at: row.try_get("revoked_at")?,
     })
-}
-
-/// A refresh token's row with its session's and user's state.
-struct FoundToken {
-    id: i64,
-    session_id: String,
-    user_id: UserId,
-    expires_at: DateTime<Utc>,
-    spent: bool,
-    session_live: bool,
-    user_active: bool,
-    session_expires_at: DateTime<Utc>,
 }
 
 async fn insert_token(
@@ -928,7 +916,7 @@ impl UserStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         let found = match &row {
-            Some(row) => Some(FoundToken {
+            Some(row) => Some(TokenRow {
                 id: row.try_get("id")?,
                 session_id: row.try_get("family_id")?,
                 user_id: row.try_get("user_id")?,
@@ -940,58 +928,50 @@ impl UserStore for PostgresStore {
             }),
             None => None,
         };
-        let decision = refresh_decision(
-            found
-                .as_ref()
-                .map(|f| (f.spent, f.expires_at, f.session_live)),
-            now,
-        );
-        let outcome = match (decision, found) {
-            (RefreshDecision::Spend, Some(f)) if !f.user_active => {
-                Rotation::Inactive { user_id: f.user_id }
-            }
-            (RefreshDecision::Spend, Some(f)) => {
+        let outcome = match rotation_step(found, next, now) {
+            RotationStep::Spend {
+                token_id,
+                session_id,
+                user_id,
+                next,
+            } => {
                 sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
                     .bind(now)
-                    .bind(f.id)
+                    .bind(token_id)
                     .execute(&mut *tx)
                     .await?;
-                let next = NewRefreshToken {
-                    expires_at: next.expires_at.min(f.session_expires_at),
-                    ..next
-                };
-                insert_token(&mut tx, &next, &f.session_id, f.user_id).await?;
+                insert_token(&mut tx, &next, &session_id, user_id).await?;
                 sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
                     .bind(now)
-                    .bind(&f.session_id)
+                    .bind(&session_id)
                     .execute(&mut *tx)
                     .await?;
                 Rotation::Rotated {
-                    user_id: f.user_id,
-                    session_id: f.session_id,
+                    user_id,
+                    session_id,
                 }
             }
-            (RefreshDecision::Replayed, Some(f)) => {
+            RotationStep::EndSession {
+                session_id,
+                user_id,
+            } => {
                 end_session_rows(
                     &mut tx,
                     SessionScope::One {
-                        user_id: f.user_id,
-                        session_id: f.session_id,
+                        user_id,
+                        session_id,
                     },
                     now,
                 )
                 .await?;
                 // Other instances must stop accepting the session's access tokens too.
-                notify_users(&mut tx, &[f.user_id]).await?;
+                notify_users(&mut tx, &[user_id]).await?;
                 Rotation::Refused {
-                    decision,
-                    user_id: Some(f.user_id),
+                    decision: RefreshDecision::Replayed,
+                    user_id: Some(user_id),
                 }
             }
-            (decision, _) => Rotation::Refused {
-                decision,
-                user_id: None,
-            },
+            RotationStep::Answer(rotation) => rotation,
         };
         tx.commit().await?;
         Ok(outcome)
