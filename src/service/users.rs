@@ -331,8 +331,8 @@ impl UserService {
             .email
             .as_deref()
             .is_some_and(|e| fold_email(e.trim()) != fold_email(&caller.user.email));
-        let missing_current = (request.password.is_some() || changes_email)
-            && request.current_password.is_none();
+        let missing_current =
+            (request.password.is_some() || changes_email) && request.current_password.is_none();
         let valid = match validated {
             Ok(valid) if !missing_current => valid,
             result => {
