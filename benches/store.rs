@@ -287,7 +287,10 @@ fn bulk(c: &mut Criterion) {
                         |users| {
                             rt.block_on(async {
                                 for user in users {
-                                    store.create_user(user).await.expect("insert");
+                                    store
+                                        .create_user(user, Default::default())
+                                        .await
+                                        .expect("insert");
                                 }
                             })
                         },
@@ -328,7 +331,10 @@ fn bulk(c: &mut Criterion) {
                                 for mut user in users {
                                     user.hashed_password =
                                         hasher.hash("bench-password").await.expect("hash");
-                                    store.create_user(user).await.expect("insert");
+                                    store
+                                        .create_user(user, Default::default())
+                                        .await
+                                        .expect("insert");
                                 }
                             })
                         },

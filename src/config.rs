@@ -23,6 +23,7 @@ pub enum DatabaseUrl {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://roster.db";
+pub const DEFAULT_MAIL_FROM: &str = "Roster <no-reply@localhost>";
 
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -92,6 +93,30 @@ pub struct RateLimitSettings {
     pub login_per_minute: u32,
 }
 
+/// How mail leaves: MAIL_TRANSPORT and SMTP_URL.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    Log,
+    Smtp(Secret),
+}
+
+/// Everything the account-lifecycle mails and their outbox need.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    /// MAIL_FROM, checked to be a mailbox.
+    pub from: String,
+    /// PUBLIC_URL without a trailing slash: the base of links in mails.
+    pub public_url: String,
+    pub password_reset_ttl: Duration,
+    pub email_verify_ttl: Duration,
+    pub invite_ttl: Duration,
+    /// OUTBOX_RETRY_BASE_MS / OUTBOX_RETRY_MAX_SECS: the first retry's delay, doubling up to
+    /// the cap.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Argon2Cost {
     pub memory_kib: u32,
@@ -129,6 +154,7 @@ pub struct Settings {
     pub first_superuser_email: Option<String>,
     pub first_superuser_password: Option<Secret>,
     pub argon2: Argon2Cost,
+    pub mail: MailSettings,
 }
 
 /// The machine's cores: the default of HASH_CONCURRENCY.
@@ -204,7 +230,10 @@ impl Reader<'_> {
 
 /// Values of these variables may hold credentials and are never echoed back.
 fn is_sensitive(name: &str) -> bool {
-    name.contains("SECRET") || name.contains("PASSWORD") || name == "DATABASE_URL"
+    name.contains("SECRET")
+        || name.contains("PASSWORD")
+        || name == "DATABASE_URL"
+        || name == "SMTP_URL"
 }
 
 pub fn parse_bool(value: &str) -> Result<bool, String> {
@@ -319,6 +348,57 @@ impl Settings {
                 .push("ARGON2_MEMORY_KIB: must be at least 8 × ARGON2_PARALLELISM".into());
         }
 
+        let transport = r.parsed("MAIL_TRANSPORT", "log".to_string(), |v| {
+            match v.to_ascii_lowercase().as_str() {
+                t @ ("log" | "smtp") => Ok(t.to_string()),
+                _ => Err("expected log or smtp".into()),
+            }
+        });
+        let smtp_url = r.parsed("SMTP_URL", None, |v| {
+            if v.starts_with("smtp://") || v.starts_with("smtps://") {
+                Ok(Some(Secret::new(v)))
+            } else {
+                Err("expected smtp://[user:pass@]host[:port] or smtps://…".into())
+            }
+        });
+        let transport = match (transport.as_str(), smtp_url) {
+            ("smtp", Some(url)) => MailTransport::Smtp(url),
+            ("smtp", None) => {
+                if r.raw("SMTP_URL").is_none() {
+                    r.errors
+                        .push("SMTP_URL: required when MAIL_TRANSPORT=smtp".into());
+                }
+                MailTransport::Log
+            }
+            _ => MailTransport::Log,
+        };
+        let mail_from =
+            r.parsed(
+                "MAIL_FROM",
+                DEFAULT_MAIL_FROM.to_string(),
+                |v| match crate::mail::parse_from(v) {
+                    Ok(_) => Ok(v.to_string()),
+                    Err(_) => Err("expected a mailbox like `Roster <no-reply@example.com>`".into()),
+                },
+            );
+        let public_url = r.parsed("PUBLIC_URL", format!("http://{bind_addr}"), |v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(v.trim_end_matches('/').to_string())
+            } else {
+                Err("expected an http:// or https:// URL".into())
+            }
+        });
+        let mail = MailSettings {
+            transport,
+            from: mail_from,
+            public_url,
+            password_reset_ttl: r.seconds("PASSWORD_RESET_TTL_SECS", 900),
+            email_verify_ttl: r.seconds("EMAIL_VERIFY_TTL_SECS", 86_400),
+            invite_ttl: r.seconds("INVITE_TTL_SECS", 604_800),
+            retry_base: Duration::from_millis(r.number("OUTBOX_RETRY_BASE_MS", 2_000u64, 1)),
+            retry_max: r.seconds("OUTBOX_RETRY_MAX_SECS", 900),
+        };
+
         let database_url = match database_url {
             Some(url) if r.errors.is_empty() => url,
             _ => return Err(ConfigErrors(r.errors)),
@@ -361,6 +441,7 @@ impl Settings {
             first_superuser_email,
             first_superuser_password,
             argon2,
+            mail,
         })
     }
 }

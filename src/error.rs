@@ -433,6 +433,10 @@ impl From<ServiceError> for ApiError {
                 "The server is busy checking passwords; retry shortly.",
             )
             .retry_after(retry_after_secs),
+            ServiceError::InvalidToken => Self::new(
+                ErrorCode::InvalidToken,
+                "This link is invalid, has expired, or was already used; ask for a new one.",
+            ),
             ServiceError::Store(err) => err.into(),
             ServiceError::Internal(detail) => Self::internal(detail),
         }
@@ -450,6 +454,7 @@ impl From<StoreError> for ApiError {
             StoreError::LastActiveSuperuser => {
                 Self::new(ErrorCode::Conflict, crate::service::LAST_SUPERUSER)
             }
+            StoreError::TokenInvalid => ServiceError::InvalidToken.into(),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Self::new(
@@ -531,6 +536,11 @@ mod tests {
             "invalid_credentials"
         );
         assert_eq!(status(ServiceError::InactiveUser), "inactive_user");
+        assert_eq!(status(ServiceError::InvalidToken), "invalid_token");
+        assert_eq!(
+            ApiError::from(StoreError::TokenInvalid).body().error,
+            "invalid_token"
+        );
         assert_eq!(
             status(ServiceError::EmailsTaken(vec!["a@b.c".into()])),
             "email_taken"

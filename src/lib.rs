@@ -10,6 +10,7 @@ pub mod connection;
 pub mod domain;
 pub mod error;
 pub mod healthcheck;
+pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod request_context;

@@ -13,8 +13,17 @@ use std::sync::Arc;
 use crate::{
     cache::CacheStats,
     routes::RouteTable,
-    store::{CoherenceStats, PoolStatus},
+    service::OutboxFigures,
+    store::{CoherenceStats, OutboxCounts, PoolStatus},
 };
+
+/// What the services did since start-up, and the outbox's backlog (of all instances).
+pub struct Activity {
+    pub pruned_session_rows: u64,
+    pub security_events: Vec<(&'static str, u64)>,
+    pub outbox: Vec<OutboxFigures>,
+    pub outbox_backlog: Option<OutboxCounts>,
+}
 
 static METADATA: Metadata<'static> = Metadata::new("roster", Level::INFO, Some(module_path!()));
 
@@ -103,17 +112,30 @@ impl AppMetrics {
         caches: &[(&'static str, CacheStats)],
         tracked_clients: usize,
         coherence: Option<CoherenceStats>,
-        pruned_session_rows: u64,
-        security_events: &[(&'static str, u64)],
+        activity: &Activity,
     ) -> String {
-        for (event, count) in security_events {
+        for f in &activity.outbox {
+            let topic = || vec![Label::new("topic", f.topic)];
+            self.counter_absolute("outbox_delivered_total", topic(), f.delivered);
+            self.counter_absolute("outbox_failed_attempts_total", topic(), f.failed_attempts);
+            self.counter_absolute("outbox_gave_up_total", topic(), f.gave_up);
+        }
+        if let Some(backlog) = activity.outbox_backlog {
+            self.gauge("outbox_pending_messages", vec![], backlog.pending as f64);
+            self.gauge("outbox_failed_messages", vec![], backlog.failed as f64);
+        }
+        for (event, count) in &activity.security_events {
             self.counter_absolute(
                 "security_events_total",
                 vec![Label::new("event", *event)],
                 *count,
             );
         }
-        self.counter_absolute("sessions_pruned_rows_total", vec![], pruned_session_rows);
+        self.counter_absolute(
+            "sessions_pruned_rows_total",
+            vec![],
+            activity.pruned_session_rows,
+        );
         if let Some(c) = coherence {
             // Requests per read = requests_total / reads_total; both only grow.
             self.counter_absolute("coherence_barrier_reads_total", vec![], c.barrier_reads);

@@ -23,6 +23,8 @@ pub const LOGIN_BUCKET_PATHS: &[&str] = &[
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
     "/api/v1/auth/register",
+    "/api/v1/auth/password-reset",
+    "/api/v1/auth/verify-email/resend",
 ];
 
 #[derive(ApiResponse)]

@@ -5,7 +5,7 @@ use poem_openapi::{Enum, Object, types::MaybeUndefined};
 
 use crate::{
     domain::{DashboardStats, SortDirection, SortField, User, UserSort},
-    service::{ChangeRequest, ListPage, SessionView, TokenPair, UserDraft},
+    service::{ChangeRequest, InviteDraft, ListPage, SessionView, TokenPair, UserDraft},
 };
 
 /// A user account. The password hash is never part of it.
@@ -159,6 +159,61 @@ pub struct LoginRequest {
 #[derive(Debug, Object)]
 pub struct RefreshRequest {
     pub refresh_token: String,
+}
+
+/// An address to mail a link to, if it has an account.
+#[derive(Debug, Object)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+/// The same answer whether or not the address has an account.
+#[derive(Debug, Object)]
+#[oai(rename = "Accepted")]
+pub struct AcceptedOut {
+    pub message: String,
+}
+
+#[derive(Debug, Object)]
+pub struct PasswordResetConfirm {
+    /// The `token` of the emailed link.
+    pub token: String,
+    /// 8 to 128 characters.
+    pub new_password: String,
+}
+
+#[derive(Debug, Object)]
+pub struct VerifyEmailRequest {
+    /// The `token` of the emailed link.
+    pub token: String,
+}
+
+#[derive(Debug, Object)]
+pub struct AcceptInviteRequest {
+    /// The `token` of the emailed link.
+    pub token: String,
+    /// 8 to 128 characters.
+    pub password: String,
+}
+
+/// A person to invite: the account is created now, the invitee chooses a password.
+#[derive(Debug, Object)]
+pub struct InviteRequest {
+    pub email: String,
+    #[oai(nullable)]
+    pub full_name: Option<String>,
+    /// Defaults to false.
+    pub is_superuser: Option<bool>,
+}
+
+impl From<InviteRequest> for InviteDraft {
+    fn from(r: InviteRequest) -> Self {
+        Self {
+            email: r.email,
+            full_name: r.full_name,
+            is_superuser: r.is_superuser,
+        }
+    }
 }
 
 #[derive(Debug, Object)]

@@ -10,7 +10,7 @@ use poem_openapi::{
 
 use super::ApiTags;
 use super::BearerAuth;
-use crate::{error::ApiResult, service::CacheStats, state::AppState};
+use crate::{error::ApiResult, metrics::Activity, service::CacheStats, state::AppState};
 
 pub struct MetricsApi;
 
@@ -133,8 +133,13 @@ impl MetricsApi {
             &cache_stats,
             state.rate_limits.tracked_clients(),
             operations.coherence_stats(),
-            operations.pruned_session_rows(),
-            &operations.security_events(),
+            &Activity {
+                pruned_session_rows: operations.pruned_session_rows(),
+                security_events: operations.security_events(),
+                outbox: operations.outbox_figures(),
+                // Best effort: a scrape must answer even when the database does not.
+                outbox_backlog: operations.outbox_counts().await.ok(),
+            },
         ))
     }
 }

@@ -1,5 +1,7 @@
 //! The HTTP API: one module per tag, all typed so the OpenAPI spec is generated from the code.
 
+mod account;
+mod account_pages;
 mod auth;
 mod bearer;
 mod dashboard;
@@ -19,6 +21,8 @@ use poem_openapi::{
 
 use crate::domain::User;
 
+pub use account::AccountApi;
+pub use account_pages::AccountPages;
 pub use auth::{AuthApi, LOGIN_BUCKET_PATHS};
 pub use bearer::BearerAuth;
 pub use dashboard::DashboardApi;
@@ -32,6 +36,10 @@ pub use users::UsersApi;
 pub enum ApiTags {
     /// Log in, rotate and revoke tokens, register.
     Auth,
+    /// Password reset, email verification and invitations, completed from emailed links.
+    Account,
+    /// The HTML pages the emailed links open (for browsers; they work without JavaScript).
+    AccountPages,
     /// Manage user accounts.
     Users,
     /// See and end login sessions.
@@ -46,11 +54,13 @@ pub enum ApiTags {
 
 pub type RosterApi = (
     AuthApi,
+    AccountApi,
     UsersApi,
     SessionsApi,
     DashboardApi,
     HealthApi,
     MetricsApi,
+    AccountPages,
 );
 
 const DESCRIPTION: &str = "Self-hosted user management. Log in with `POST /api/v1/auth/login`, \
@@ -60,11 +70,13 @@ pub fn service() -> OpenApiService<RosterApi, ()> {
     OpenApiService::new(
         (
             AuthApi,
+            AccountApi,
             UsersApi,
             SessionsApi,
             DashboardApi,
             HealthApi,
             MetricsApi,
+            AccountPages,
         ),
         "Roster",
         env!("CARGO_PKG_VERSION"),

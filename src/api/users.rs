@@ -13,8 +13,8 @@ use poem_openapi::{
 use super::{
     ApiTags, BearerAuth, Created, JsonBody,
     dto::{
-        BulkCreate, BulkCreated, ExportFormat, MeUpdate, SortParam, UserCreate, UserOut, UserPage,
-        UserUpdate,
+        BulkCreate, BulkCreated, ExportFormat, InviteRequest, MeUpdate, SortParam, UserCreate,
+        UserOut, UserPage, UserUpdate,
     },
     export,
 };
@@ -193,6 +193,26 @@ impl UsersApi {
         body: JsonBody<UserCreate>,
     ) -> ApiResult<Created<UserOut>> {
         let user = state.services.users.create(&auth.0, body.0.into()).await?;
+        Ok(Created::user(user))
+    }
+
+    /// Invite a user
+    ///
+    /// Superuser only. Creates an active account with no usable password and mails the
+    /// address a link (`PUBLIC_URL/account/accept-invite?token=…`, valid INVITE_TTL_SECS)
+    /// to choose one. 409 `email_taken` when the email exists.
+    #[oai(path = "/invite", method = "post", operation_id = "invite_user")]
+    async fn invite(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: JsonBody<InviteRequest>,
+    ) -> ApiResult<Created<UserOut>> {
+        let user = state
+            .services
+            .account
+            .invite(&auth.0, body.0.into())
+            .await?;
         Ok(Created::user(user))
     }
 

@@ -5,4 +5,7 @@ mod password;
 mod tokens;
 
 pub use password::{HashError, PasswordHasher};
-pub use tokens::{AccessTokens, key_id, random_token, refresh_token_hash};
+pub use tokens::{
+    AccessTokens, UNUSABLE_PASSWORD_HASH, key_id, one_time_token_hash, random_token,
+    refresh_token_hash,
+};

@@ -121,6 +121,16 @@ pub fn refresh_token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the database keeps of a one-time (reset, verification, invitation) token: the
+/// token is 256 random bits, so a plain digest cannot be reversed or guessed.
+pub fn one_time_token_hash(token: &str) -> String {
+    refresh_token_hash(token)
+}
+
+/// The stored hash of an account with no password yet (an invitee): no PHC string, so no
+/// password ever verifies against it.
+pub const UNUSABLE_PASSWORD_HASH: &str = "!no-password";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,9 @@ use super::{
     security::{SecurityEvent, SecurityLog},
 };
 use crate::{
-    auth::{AccessTokens, PasswordHasher, random_token, refresh_token_hash},
+    auth::{
+        AccessTokens, PasswordHasher, UNUSABLE_PASSWORD_HASH, random_token, refresh_token_hash,
+    },
     config::Settings,
     domain::{Email, RefreshDecision, UserId, fold_email},
     store::{NewRefreshToken, Rotation, SessionRecord, SessionScope, UserStore},
@@ -210,11 +212,16 @@ impl AuthService {
         let key = email.key();
         let prior = self.refuse_if_locked(&key).await?;
         let found = self.store.find_credentials_by_email(&email).await?;
+        // An invitee without a password yet costs the same check as everyone else.
+        let usable = found
+            .as_ref()
+            .is_some_and(|c| c.hashed_password != UNUSABLE_PASSWORD_HASH);
         let (hash, user) = match &found {
-            Some(c) => (c.hashed_password.as_str(), Some(&c.user)),
+            Some(c) if usable => (c.hashed_password.as_str(), Some(&c.user)),
+            Some(c) => (self.dummy_hash.as_str(), Some(&c.user)),
             None => (self.dummy_hash.as_str(), None),
         };
-        let verified = self.hasher.verify(password, hash).await?;
+        let verified = self.hasher.verify(password, hash).await? && usable;
         let user = match user {
             Some(user) if verified => user,
             _ => {

@@ -11,7 +11,7 @@ use crate::{
     },
     store::{
         Invalidation, InvalidationHandler, ListenerHealth, NewRefreshToken, Rotation,
-        SessionRecord, SessionScope, StoreError, UserChunks, UserStore,
+        SessionRecord, SessionScope, SideEffects, StoreError, TokenKind, UserChunks, UserStore,
     },
 };
 
@@ -192,10 +192,10 @@ impl Directory {
             .await
     }
 
-    pub async fn create(&self, user: NewUser) -> Result<User, StoreError> {
+    pub async fn create(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
         let (store, caches) = (self.store.clone(), self.caches.clone());
         to_completion(async move {
-            let created = store.create_user(user).await;
+            let created = store.create_user(user, effects).await;
             match &created {
                 Ok(user) => caches.invalidate_users(&[user.id]).await,
                 Err(_) => caches.invalidate_dashboard().await,
@@ -230,12 +230,38 @@ impl Directory {
         self.store.export_users(query, after)
     }
 
-    pub async fn update(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+    pub async fn update(
+        &self,
+        id: UserId,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
         let (store, caches) = (self.store.clone(), self.caches.clone());
         to_completion(async move {
-            let updated = store.update_user(id, changes).await;
+            let updated = store.update_user(id, changes, effects).await;
             caches.invalidate_users(&[id]).await;
             updated
+        })
+        .await
+    }
+
+    /// Spends a one-time token and changes its user, in one transaction.
+    pub async fn redeem(
+        &self,
+        kind: TokenKind,
+        token_hash: String,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
+        let (store, caches, now) = (self.store.clone(), self.caches.clone(), self.clock.now());
+        to_completion(async move {
+            let redeemed = store
+                .redeem_token(kind, &token_hash, now, changes, effects)
+                .await;
+            if let Ok(user) = &redeemed {
+                caches.invalidate_users(&[user.id]).await;
+            }
+            redeemed
         })
         .await
     }

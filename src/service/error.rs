@@ -39,6 +39,9 @@ pub enum ServiceError {
     /// Password hashing is at capacity (HASH_CONCURRENCY running, HASH_QUEUE_MAX waiting).
     #[error("password hashing is at capacity")]
     Busy { retry_after_secs: u64 },
+    /// A reset, verification or invitation token that is unknown, spent or expired.
+    #[error("invalid or expired token")]
+    InvalidToken,
     #[error(transparent)]
     Store(StoreError),
     /// A failure of ours (randomness, hashing, signing); the detail is for the log.
@@ -54,6 +57,7 @@ impl From<StoreError> for ServiceError {
             StoreError::EmailTaken => Self::EmailTaken,
             StoreError::NotFound => Self::NotFound(USER_NOT_FOUND),
             StoreError::LastActiveSuperuser => Self::Conflict(LAST_SUPERUSER),
+            StoreError::TokenInvalid => Self::InvalidToken,
             other => Self::Store(other),
         }
     }

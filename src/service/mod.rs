@@ -3,6 +3,7 @@
 //! valid change is, when sessions end, what a write invalidates) is decided in this layer.
 //! Errors are `ServiceError`, which knows nothing of HTTP.
 
+mod account;
 mod auth;
 mod cursor;
 mod directory;
@@ -10,6 +11,7 @@ mod error;
 mod input;
 pub mod keys;
 mod operations;
+mod outbox;
 mod security;
 mod users;
 
@@ -17,16 +19,20 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+/// Which emailed link a page completes.
+pub use crate::store::TokenKind as LinkKind;
 /// What the API shapes into responses, named here so it need not reach below the services.
 pub use crate::{
     cache::{CacheStats, Lookup},
     store::UserChunks,
 };
+pub use account::{AccountService, InviteDraft};
 pub use auth::{AuthService, ClientInfo, Issued, PRUNE_BATCH, SessionView, TokenPair};
 pub use directory::Fresh;
 pub use error::{LAST_SUPERUSER, ServiceError, ServiceResult, USER_NOT_FOUND};
 pub use input::{ChangeRequest, UserDraft};
 pub use operations::{CacheFigures, Operations};
+pub use outbox::{MAX_ATTEMPTS, Outbox, OutboxFigures};
 pub use users::{BootstrapAdmin, ListPage, UserService};
 
 use crate::{
@@ -91,6 +97,7 @@ impl Caller {
 pub struct Services {
     pub users: UserService,
     pub auth: Arc<AuthService>,
+    pub account: Arc<AccountService>,
     pub operations: Operations,
 }
 
@@ -119,18 +126,36 @@ impl Services {
         let auth = Arc::new(
             AuthService::new(settings, store.clone(), directory.clone(), clock.clone()).await?,
         );
+        let mailer = crate::mail::Mailer::from_settings(&settings.mail)?;
+        let outbox = Arc::new(Outbox::new(store.clone(), clock.clone(), &settings.mail));
+        let account = Arc::new(AccountService::new(
+            store.clone(),
+            directory.clone(),
+            auth.clone(),
+            outbox.clone(),
+            clock.clone(),
+            settings.mail.clone(),
+        ));
         let users = UserService::new(
             settings,
             store.clone(),
             directory.clone(),
             auth.clone(),
+            account.clone(),
             clock,
         );
         auth.spawn_pruner();
-        let operations = Operations::new(store, directory, auth.clone());
+        let jobs: Arc<dyn outbox::Deliverer> = account.clone();
+        outbox.spawn(outbox::Deliverers {
+            mail: Arc::new(outbox::MailDeliverer(mailer)),
+            jobs: Arc::downgrade(&jobs),
+            webhooks: None,
+        });
+        let operations = Operations::new(store, directory, auth.clone(), outbox);
         Ok(Self {
             users,
             auth,
+            account,
             operations,
         })
     }

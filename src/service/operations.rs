@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{AuthService, Caller, ServiceResult, directory::Directory};
+use super::{AuthService, Caller, Outbox, OutboxFigures, ServiceResult, directory::Directory};
 use crate::{
     cache::CacheStats,
     store::{CoherenceStats, PoolStatus, StoreError, UserStore},
@@ -12,6 +12,7 @@ pub struct Operations {
     store: Arc<dyn UserStore>,
     directory: Arc<Directory>,
     auth: Arc<AuthService>,
+    outbox: Arc<Outbox>,
 }
 
 /// Both caches' figures and whether caching is on.
@@ -31,12 +32,24 @@ impl Operations {
         store: Arc<dyn UserStore>,
         directory: Arc<Directory>,
         auth: Arc<AuthService>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Self {
             store,
             directory,
             auth,
+            outbox,
         }
+    }
+
+    /// Outbox deliveries by topic since start-up.
+    pub fn outbox_figures(&self) -> Vec<OutboxFigures> {
+        self.outbox.figures()
+    }
+
+    /// Messages waiting in the outbox, and those given up on (all instances).
+    pub async fn outbox_counts(&self) -> Result<crate::store::OutboxCounts, StoreError> {
+        self.store.outbox_counts().await
     }
 
     /// Security events by kind since start-up.

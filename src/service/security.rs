@@ -16,15 +16,18 @@ pub enum SecurityEvent {
     PrivilegeChanged,
     /// Sessions were ended by someone or something other than their own logout.
     SessionsRevoked,
+    /// A password reset link was mailed.
+    PasswordResetRequested,
 }
 
 impl SecurityEvent {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::LoginFailed,
         Self::LoginLocked,
         Self::RefreshReused,
         Self::PrivilegeChanged,
         Self::SessionsRevoked,
+        Self::PasswordResetRequested,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,13 +37,14 @@ impl SecurityEvent {
             Self::RefreshReused => "refresh.reused",
             Self::PrivilegeChanged => "privilege.changed",
             Self::SessionsRevoked => "session.revoked",
+            Self::PasswordResetRequested => "password.reset_requested",
         }
     }
 }
 
 #[derive(Default)]
 pub struct SecurityLog {
-    counts: [AtomicU64; 5],
+    counts: [AtomicU64; 6],
 }
 
 impl SecurityLog {

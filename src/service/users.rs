@@ -5,8 +5,8 @@
 use std::{collections::HashSet, sync::Arc};
 
 use super::{
-    AuthService, Caller, ChangeRequest, Clock, ServiceError, ServiceResult, UserDraft,
-    directory::Directory, input::ValidChanges, security::SecurityEvent,
+    AccountService, AuthService, Caller, ChangeRequest, Clock, ServiceError, ServiceResult,
+    UserDraft, directory::Directory, input::ValidChanges, security::SecurityEvent,
 };
 use crate::{
     auth::random_token,
@@ -16,7 +16,7 @@ use crate::{
         DashboardStats, Email, EndSessions, FieldError, NewUser, User, UserChanges, UserId,
         UserQuery, fold_email,
     },
-    store::{StoreError, UserChunks, UserStore},
+    store::{SideEffects, StoreError, UserChunks, UserStore},
 };
 
 /// A page of a list, by offset (`page`, `pages` and `total` set) or by cursor.
@@ -41,6 +41,7 @@ pub struct UserService {
     store: Arc<dyn UserStore>,
     directory: Arc<Directory>,
     auth: Arc<AuthService>,
+    account: Arc<AccountService>,
     clock: Clock,
     allow_registration: bool,
     bulk_max_users: usize,
@@ -52,12 +53,14 @@ impl UserService {
         store: Arc<dyn UserStore>,
         directory: Arc<Directory>,
         auth: Arc<AuthService>,
+        account: Arc<AccountService>,
         clock: Clock,
     ) -> Self {
         Self {
             store,
             directory,
             auth,
+            account,
             clock,
             allow_registration: settings.allow_registration,
             bulk_max_users: settings.bulk_max_users,
@@ -77,29 +80,42 @@ impl UserService {
             email_verified: Some(false),
             ..draft
         };
-        self.create_one(draft).await
+        self.create_one(draft, true).await
     }
 
     pub async fn create(&self, caller: &Caller, draft: UserDraft) -> ServiceResult<User> {
         caller.require_superuser()?;
-        self.create_one(draft).await
+        self.create_one(draft, false).await
     }
 
-    async fn create_one(&self, draft: UserDraft) -> ServiceResult<User> {
+    /// Creates one user; `verify` mails a verification link to an unverified address in
+    /// the same transaction (registration).
+    async fn create_one(&self, draft: UserDraft, verify: bool) -> ServiceResult<User> {
         let valid = draft.validate().map_err(ServiceError::Invalid)?;
+        let effects = match verify && !valid.email_verified {
+            true => self.account.verification(&valid.email, None)?,
+            false => SideEffects::default(),
+        };
+        let sends = !effects.outbox.is_empty();
         let hashed_password = self.auth.hash(valid.password.expose()).await?;
         let user = self
             .directory
-            .create(NewUser {
-                email: valid.email,
-                full_name: valid.full_name,
-                hashed_password,
-                is_active: valid.is_active,
-                is_superuser: valid.is_superuser,
-                email_verified: valid.email_verified,
-                created_at: Some(self.clock.now()),
-            })
+            .create(
+                NewUser {
+                    email: valid.email,
+                    full_name: valid.full_name,
+                    hashed_password,
+                    is_active: valid.is_active,
+                    is_superuser: valid.is_superuser,
+                    email_verified: valid.email_verified,
+                    created_at: Some(self.clock.now()),
+                },
+                effects,
+            )
             .await?;
+        if sends {
+            self.account.sent();
+        }
         Ok(user)
     }
 
@@ -373,7 +389,17 @@ impl UserService {
         let new_address = valid
             .email
             .as_ref()
-            .is_some_and(|e| current_email.is_none_or(|c| fold_email(c) != e.key()));
+            .filter(|e| current_email.is_none_or(|c| fold_email(c) != e.key()));
+        // A new address is unverified until proven (unless a superuser says otherwise): it
+        // gets a link, and the old one is told, in the same transaction as the change.
+        let email_verified = valid
+            .email_verified
+            .or(new_address.is_some().then_some(false));
+        let effects = match (new_address, email_verified) {
+            (Some(address), Some(false)) => self.account.verification(address, current_email)?,
+            _ => SideEffects::default(),
+        };
+        let sends = !effects.outbox.is_empty();
         let hashed_password = match &valid.password {
             Some(p) => Some(self.auth.hash(p.expose()).await?),
             None => None,
@@ -384,12 +410,15 @@ impl UserService {
             hashed_password,
             is_active: valid.is_active,
             is_superuser: valid.is_superuser,
-            // A new address is unverified until proven, unless a superuser says otherwise.
-            email_verified: valid.email_verified.or((new_address).then_some(false)),
+            email_verified,
             end_sessions,
         };
-        // One transaction: the change and the end of the sessions it ends.
-        Ok(self.directory.update(id, changes).await?)
+        // One transaction: the change, the end of the sessions it ends, and its mails.
+        let user = self.directory.update(id, changes, effects).await?;
+        if sends {
+            self.account.sent();
+        }
+        Ok(user)
     }
 
     /// A superuser deletes another account (never their own, never the last active
@@ -416,7 +445,7 @@ impl UserService {
             // The first superuser (and any made from the command line) is verified.
             email_verified: Some(true),
         };
-        match self.create_one(draft).await {
+        match self.create_one(draft, false).await {
             Ok(_) => Ok(true),
             Err(ServiceError::EmailTaken) => Ok(false),
             Err(e) => Err(e),

@@ -69,6 +69,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0008_ascii_name_sort.sql"),
         fixup: None,
     },
+    Migration {
+        version: 9,
+        name: "outbox_and_tokens",
+        sql: include_str!("../../migrations/sqlite/0009_outbox_and_tokens.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -150,6 +156,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "ascii_name_sort",
         sql: include_str!("../../migrations/postgres/0008_ascii_name_sort.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 9,
+        name: "outbox_and_tokens",
+        sql: include_str!("../../migrations/postgres/0009_outbox_and_tokens.sql"),
         fixup: None,
     },
 ];

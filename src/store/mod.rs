@@ -1,6 +1,7 @@
 //! Storage behind one trait; the backend is picked at run time from DATABASE_URL.
 
 pub mod migrations;
+mod outbox;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -10,6 +11,11 @@ mod postgres;
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+
+pub use outbox::{
+    Delivery, OutboxCounts, OutboxItem, OutboxMessage, SideEffects, TokenGrant, TokenKind,
+    TokenOwner, Topic,
+};
 
 use std::sync::Arc;
 
@@ -69,6 +75,10 @@ pub enum StoreError {
     EmailTaken,
     #[error("the change would leave no active superuser")]
     LastActiveSuperuser,
+    /// A one-time token that is unknown, spent, expired, or sent to an address the user
+    /// no longer has.
+    #[error("invalid or expired token")]
+    TokenInvalid,
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database schema version {found} is newer than this binary knows ({known})")]
@@ -277,7 +287,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// Stores every pair (replacing existing values) in one transaction.
     async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError>;
 
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Creates a user and writes `effects` for it, in one transaction.
+    async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError>;
     /// All or nothing, in one transaction; users come back in input order.
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
     /// Those of `keys` (emails folded by `domain::fold_email`) that some user already has.
@@ -291,8 +302,14 @@ pub trait UserStore: Send + Sync + 'static {
         email: &Email,
     ) -> Result<Option<UserCredentials>, StoreError>;
     async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError>;
-    /// Fails with `LastActiveSuperuser` and changes nothing if no active superuser would remain.
-    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError>;
+    /// Fails with `LastActiveSuperuser` and changes nothing if no active superuser would
+    /// remain. `effects` are written in the same transaction.
+    async fn update_user(
+        &self,
+        id: UserId,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError>;
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
     /// Up to `limit` users of the query's filter and sort that come after `after`.
@@ -369,6 +386,53 @@ pub trait UserStore: Send + Sync + 'static {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<(), StoreError>;
+
+    /// Writes `effects` for an existing user in one transaction (`NotFound` if none).
+    async fn record_effects(&self, user_id: UserId, effects: SideEffects)
+    -> Result<(), StoreError>;
+    /// Adds messages that belong to no user change.
+    async fn enqueue(
+        &self,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Whose the live token of `kind` with this hash is.
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenOwner>, StoreError>;
+    /// Spends the token and applies `changes` and `effects` to its user in one
+    /// transaction; `TokenInvalid` (and nothing changed) when the token is not live or the
+    /// user's email is no longer the one it was sent to.
+    async fn redeem_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError>;
+    /// Leases up to `limit` due messages until `lease_until`: the oldest first, never two
+    /// of one ordering key, never one another sender holds.
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Records how an attempt ended and releases the lease.
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError>;
+    /// Deletes up to `batch` delivered or abandoned messages finished before `before`, and
+    /// expired one-time tokens; returns how many rows went.
+    async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend named by the URL's scheme (only compiled-in backends can be named).

@@ -13,9 +13,10 @@ use rusqlite::{
 use tokio::sync::Semaphore;
 
 use super::{
-    EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
-    RotationStep, SessionRecord, SessionScope, StoreError, TokenRow, USER_COLUMNS, UserChunks,
-    UserCredentials, UserStore, dashboard_windows, keyset_sql, like_pattern,
+    Delivery, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken,
+    OutboxCounts, OutboxItem, OutboxMessage, PoolStatus, Rotation, RotationStep, SessionRecord,
+    SessionScope, SideEffects, StoreError, TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS,
+    UserChunks, UserCredentials, UserStore, dashboard_windows, keyset_sql, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, rotation_step, search_can_match,
 };
@@ -505,6 +506,136 @@ fn filter_after_sql(query: &UserQuery, after: Option<&Keyset>) -> (String, Vec<V
     (condition, values)
 }
 
+/// Applies `changes` to user `id` inside the caller's transaction.
+fn update_row(tx: &Connection, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+    let was_active_superuser = is_active_superuser(tx, id)?;
+    let mut assignments: Vec<(&str, Value)> = Vec::new();
+    if let Some(email) = changes.email {
+        assignments.push(("email_key", Value::Text(email.key())));
+        assignments.push(("email", Value::Text(email.as_str().to_string())));
+    }
+    if let Some(full_name) = changes.full_name {
+        assignments.push((
+            "full_name",
+            full_name.map_or(Value::Null, |n| Value::Text(n.into_inner())),
+        ));
+    }
+    if let Some(hash) = changes.hashed_password {
+        assignments.push(("hashed_password", Value::Text(hash)));
+    }
+    if let Some(active) = changes.is_active {
+        assignments.push(("is_active", Value::Integer(active.into())));
+    }
+    if let Some(superuser) = changes.is_superuser {
+        assignments.push(("is_superuser", Value::Integer(superuser.into())));
+    }
+    if let Some(verified) = changes.email_verified {
+        assignments.push(("email_verified", Value::Integer(verified.into())));
+    }
+    let updated = if assignments.is_empty() {
+        tx.query_row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+            [id],
+            user_from_row,
+        )
+        .optional()?
+    } else {
+        assignments.push(("updated_at", Value::Integer(micros(now_micros()))));
+        let sets: Vec<String> = assignments
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{column} = ?{}", i + 1))
+            .collect();
+        let mut values: Vec<Value> = assignments.into_iter().map(|(_, v)| v).collect();
+        values.push(Value::Integer(id));
+        tx.query_row(
+            &format!(
+                "UPDATE users SET {} WHERE id = ?{} RETURNING {USER_COLUMNS}",
+                sets.join(", "),
+                values.len()
+            ),
+            params_from_iter(values),
+            user_from_row,
+        )
+        .optional()?
+    };
+    let user = updated.ok_or(StoreError::NotFound)?;
+    if needs_another_active_superuser(was_active_superuser, user.is_active && user.is_superuser)
+        && !any_active_superuser(tx)?
+    {
+        return Err(StoreError::LastActiveSuperuser);
+    }
+    match changes.end_sessions {
+        Some(EndSessions::All) => {
+            end_session_rows(tx, "user_id = ?1", params![id], now_micros())?;
+        }
+        Some(EndSessions::AllExcept(keep)) => {
+            end_session_rows(
+                tx,
+                "user_id = ?1 AND id <> ?2",
+                params![id, keep],
+                now_micros(),
+            )?;
+        }
+        None => {}
+    }
+    Ok(user)
+}
+
+/// Writes a user's side effects inside the caller's transaction.
+fn write_effects(
+    tx: &Connection,
+    user_id: UserId,
+    effects: SideEffects,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(token) = effects.token {
+        tx.execute(
+            "INSERT INTO one_time_tokens (token_hash, kind, user_id, email_key, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (user_id, kind) DO UPDATE SET
+                 token_hash = excluded.token_hash, email_key = excluded.email_key,
+                 created_at = excluded.created_at, expires_at = excluded.expires_at",
+            params![
+                token.token_hash,
+                token.kind.as_str(),
+                user_id,
+                token.email_key,
+                micros(token.created_at),
+                micros(token.expires_at)
+            ],
+        )?;
+    }
+    if effects.clear_login_failures {
+        tx.execute(
+            "DELETE FROM login_failures
+             WHERE email_key = (SELECT email_key FROM users WHERE id = ?1)",
+            [user_id],
+        )?;
+    }
+    insert_messages(tx, effects.outbox, now)
+}
+
+fn insert_messages(
+    tx: &Connection,
+    messages: Vec<OutboxMessage>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (topic, ordering_key, payload, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for message in messages {
+        insert.execute(params![
+            message.topic.as_str(),
+            message.ordering_key,
+            message.payload,
+            micros(now)
+        ])?;
+    }
+    Ok(())
+}
+
 /// Inserts `users` in one transaction with one prepared statement. The search index is fed
 /// once for the whole batch instead of by the per-row trigger.
 fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
@@ -649,10 +780,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+    async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
         self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));
-            let created = conn.query_row(
+            let created = tx.query_row(
                 &format!(
                     "INSERT INTO users (email, email_key, full_name, hashed_password, is_active, is_superuser, created_at, updated_at, email_verified)
                      VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING {USER_COLUMNS}"
@@ -669,6 +801,8 @@ impl UserStore for SqliteStore {
                 ],
                 user_from_row,
             )?;
+            write_effects(&tx, created.id, effects, now_micros())?;
+            tx.commit()?;
             Ok(created)
         })
         .await
@@ -794,82 +928,16 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+    async fn update_user(
+        &self,
+        id: UserId,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
         self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let was_active_superuser = is_active_superuser(&tx, id)?;
-            let mut assignments: Vec<(&str, Value)> = Vec::new();
-            if let Some(email) = changes.email {
-                assignments.push(("email_key", Value::Text(email.key())));
-                assignments.push(("email", Value::Text(email.as_str().to_string())));
-            }
-            if let Some(full_name) = changes.full_name {
-                assignments.push((
-                    "full_name",
-                    full_name.map_or(Value::Null, |n| Value::Text(n.into_inner())),
-                ));
-            }
-            if let Some(hash) = changes.hashed_password {
-                assignments.push(("hashed_password", Value::Text(hash)));
-            }
-            if let Some(active) = changes.is_active {
-                assignments.push(("is_active", Value::Integer(active.into())));
-            }
-            if let Some(superuser) = changes.is_superuser {
-                assignments.push(("is_superuser", Value::Integer(superuser.into())));
-            }
-            if let Some(verified) = changes.email_verified {
-                assignments.push(("email_verified", Value::Integer(verified.into())));
-            }
-            let updated = if assignments.is_empty() {
-                tx.query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-                    [id],
-                    user_from_row,
-                )
-                .optional()?
-            } else {
-                assignments.push(("updated_at", Value::Integer(micros(now_micros()))));
-                let sets: Vec<String> = assignments
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (column, _))| format!("{column} = ?{}", i + 1))
-                    .collect();
-                let mut values: Vec<Value> = assignments.into_iter().map(|(_, v)| v).collect();
-                values.push(Value::Integer(id));
-                tx.query_row(
-                    &format!(
-                        "UPDATE users SET {} WHERE id = ?{} RETURNING {USER_COLUMNS}",
-                        sets.join(", "),
-                        values.len()
-                    ),
-                    params_from_iter(values),
-                    user_from_row,
-                )
-                .optional()?
-            };
-            let user = updated.ok_or(StoreError::NotFound)?;
-            if needs_another_active_superuser(
-                was_active_superuser,
-                user.is_active && user.is_superuser,
-            ) && !any_active_superuser(&tx)?
-            {
-                return Err(StoreError::LastActiveSuperuser);
-            }
-            match changes.end_sessions {
-                Some(EndSessions::All) => {
-                    end_session_rows(&tx, "user_id = ?1", params![id], now_micros())?;
-                }
-                Some(EndSessions::AllExcept(keep)) => {
-                    end_session_rows(
-                        &tx,
-                        "user_id = ?1 AND id <> ?2",
-                        params![id, keep],
-                        now_micros(),
-                    )?;
-                }
-                None => {}
-            }
+            let user = update_row(&tx, id, changes)?;
+            write_effects(&tx, id, effects, now_micros())?;
             tx.commit()?;
             Ok(user)
         })
@@ -1290,6 +1358,199 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn record_effects(
+        &self,
+        user_id: UserId,
+        effects: SideEffects,
+    ) -> Result<(), StoreError> {
+        self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM users WHERE id = ?1", [user_id], |_| Ok(()))
+                .optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            write_effects(&tx, user_id, effects, now_micros())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_messages(&tx, messages, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenOwner>, StoreError> {
+        let hash = token_hash.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT t.user_id, t.email_key FROM one_time_tokens AS t
+                     JOIN users AS u ON u.id = t.user_id AND u.email_key = t.email_key
+                     WHERE t.token_hash = ?1 AND t.kind = ?2 AND t.expires_at > ?3",
+                    params![hash, kind.as_str(), micros(now)],
+                    |r| {
+                        Ok(TokenOwner {
+                            user_id: r.get(0)?,
+                            email_key: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn redeem_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
+        let hash = token_hash.to_string();
+        self.run_write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let owner = tx
+                .query_row(
+                    "DELETE FROM one_time_tokens
+                     WHERE token_hash = ?1 AND kind = ?2 AND expires_at > ?3
+                       AND email_key = (SELECT u.email_key FROM users AS u WHERE u.id = user_id)
+                     RETURNING user_id",
+                    params![hash, kind.as_str(), micros(now)],
+                    |r| r.get::<_, UserId>(0),
+                )
+                .optional()?;
+            let user_id = owner.ok_or(StoreError::TokenInvalid)?;
+            let user = update_row(&tx, user_id, changes)?;
+            write_effects(&tx, user_id, effects, now)?;
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.run_write(move |conn| {
+            let mut claim = conn.prepare_cached(
+                "UPDATE outbox SET locked_until = ?2, attempts = attempts + 1
+                 WHERE id IN (
+                     SELECT o.id FROM outbox AS o
+                     WHERE o.status = 'pending' AND o.next_attempt_at <= ?1
+                       AND (o.locked_until IS NULL OR o.locked_until <= ?1)
+                       AND (o.ordering_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM outbox AS p
+                           WHERE p.ordering_key = o.ordering_key AND p.status = 'pending'
+                             AND p.id < o.id))
+                     ORDER BY o.id LIMIT ?3)
+                 RETURNING id, topic, payload, attempts, created_at",
+            )?;
+            let rows = claim.query_map(params![micros(now), micros(lease_until), limit], |r| {
+                Ok(OutboxItem {
+                    id: r.get(0)?,
+                    topic: Topic::parse(&r.get::<_, String>(1)?),
+                    payload: r.get(2)?,
+                    attempts: r.get(3)?,
+                    created_at: timestamp(r, 4)?,
+                })
+            })?;
+            let mut items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            items.sort_by_key(|i| i.id);
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.run_write(move |conn| {
+            match delivery {
+                Delivery::Delivered => conn.execute(
+                    "UPDATE outbox SET status = 'sent', payload = '', locked_until = NULL,
+                         finished_at = ?2, last_error = NULL
+                     WHERE id = ?1",
+                    params![id, micros(now)],
+                )?,
+                Delivery::Retry { at, error } => conn.execute(
+                    "UPDATE outbox SET next_attempt_at = ?2, locked_until = NULL, last_error = ?3
+                     WHERE id = ?1 AND status = 'pending'",
+                    params![id, micros(at), error],
+                )?,
+                Delivery::GaveUp { error } => conn.execute(
+                    "UPDATE outbox SET status = 'failed', locked_until = NULL, finished_at = ?2,
+                         last_error = ?3
+                     WHERE id = ?1 AND status = 'pending'",
+                    params![id, micros(now), error],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.run(|conn| {
+            Ok(conn.query_row(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
+                        (SELECT COUNT(*) FROM outbox WHERE status = 'failed')",
+                [],
+                |r| {
+                    Ok(OutboxCounts {
+                        pending: count(r.get(0)?),
+                        failed: count(r.get(1)?),
+                    })
+                },
+            )?)
+        })
+        .await
+    }
+
+    async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.run_write(move |conn| {
+            let before = micros(before);
+            let messages = conn.execute(
+                "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM outbox WHERE status <> 'pending' AND finished_at < ?1
+                     LIMIT ?2)",
+                params![before, batch],
+            )?;
+            let tokens = conn.execute(
+                "DELETE FROM one_time_tokens WHERE token_hash IN (
+                     SELECT token_hash FROM one_time_tokens WHERE expires_at < ?1 LIMIT ?2)",
+                params![micros(now_micros()), batch],
+            )?;
+            Ok((messages + tokens) as u64)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -1308,7 +1569,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4, 5, 6, 7, 8]);
+        assert_eq!(report.applied, [4, 5, 6, 7, 8, 9]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

@@ -15,15 +15,18 @@ async fn seed_at(
     created_at: DateTime<Utc>,
 ) {
     app.store
-        .create_user(NewUser {
-            email: Email::parse(email).unwrap(),
-            full_name: None,
-            hashed_password: "x".into(),
-            is_active: active,
-            is_superuser: superuser,
-            email_verified: false,
-            created_at: Some(created_at),
-        })
+        .create_user(
+            NewUser {
+                email: Email::parse(email).unwrap(),
+                full_name: None,
+                hashed_password: "x".into(),
+                is_active: active,
+                is_superuser: superuser,
+                email_verified: false,
+                created_at: Some(created_at),
+            },
+            Default::default(),
+        )
         .await
         .unwrap();
 }

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use roster::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
     store::{
-        MigrationReport, NewRefreshToken, PoolStatus, Rotation, SessionRecord, SessionScope,
-        StoreError, UserChunks, UserCredentials, UserStore,
+        Delivery, MigrationReport, NewRefreshToken, OutboxCounts, OutboxItem, OutboxMessage,
+        PoolStatus, Rotation, SessionRecord, SessionScope, SideEffects, StoreError, TokenKind,
+        TokenOwner, UserChunks, UserCredentials, UserStore,
     },
 };
 
@@ -107,8 +108,8 @@ impl UserStore for ObservedStore {
     async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError> {
         self.inner.set_settings(pairs).await
     }
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        self.inner.create_user(user).await
+    async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
+        self.inner.create_user(user, effects).await
     }
     async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
         self.inner.create_users(users).await
@@ -137,10 +138,15 @@ impl UserStore for ObservedStore {
     async fn get_password_hash(&self, id: UserId) -> Result<Option<String>, StoreError> {
         self.inner.get_password_hash(id).await
     }
-    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+    async fn update_user(
+        &self,
+        id: UserId,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
         let delay = self.calls.update_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        self.inner.update_user(id, changes).await
+        self.inner.update_user(id, changes, effects).await
     }
     async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
         self.inner.delete_user(id).await
@@ -252,5 +258,61 @@ impl UserStore for ObservedStore {
         self.inner
             .upgrade_password_hash(user_id, old_hash, new_hash)
             .await
+    }
+    async fn record_effects(
+        &self,
+        user_id: UserId,
+        effects: SideEffects,
+    ) -> Result<(), StoreError> {
+        self.inner.record_effects(user_id, effects).await
+    }
+    async fn enqueue(
+        &self,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.enqueue(messages, now).await
+    }
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenOwner>, StoreError> {
+        self.inner.token_owner(kind, token_hash, now).await
+    }
+    async fn redeem_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
+        self.inner
+            .redeem_token(kind, token_hash, now, changes, effects)
+            .await
+    }
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.inner.claim_outbox(now, lease_until, limit).await
+    }
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_outbox(id, delivery, now).await
+    }
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.inner.outbox_counts().await
+    }
+    async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.inner.prune_outbox(before, batch).await
     }
 }

@@ -20,15 +20,18 @@ async fn seed(
     created: &str,
 ) -> i64 {
     app.store
-        .create_user(NewUser {
-            email: Email::parse(email).unwrap(),
-            full_name: full_name.map(|n| FullName::parse(n).unwrap()),
-            hashed_password: "not-a-real-hash".into(),
-            is_active: active,
-            is_superuser: superuser,
-            email_verified: false,
-            created_at: Some(at(created)),
-        })
+        .create_user(
+            NewUser {
+                email: Email::parse(email).unwrap(),
+                full_name: full_name.map(|n| FullName::parse(n).unwrap()),
+                hashed_password: "not-a-real-hash".into(),
+                is_active: active,
+                is_superuser: superuser,
+                email_verified: false,
+                created_at: Some(at(created)),
+            },
+            Default::default(),
+        )
         .await
         .unwrap()
         .id

@@ -20,9 +20,10 @@ use barrier::ReadBarrier;
 use listener::{Applied, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users, run_listener};
 
 use super::{
-    CoherenceStats, EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD,
-    InvalidationHandler, ListenerHealth, MigrationReport, NewRefreshToken, PoolStatus, Rotation,
-    RotationStep, SessionRecord, SessionScope, StoreError, TokenRow, USER_COLUMNS, UserChunks,
+    CoherenceStats, Delivery, EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD,
+    InvalidationHandler, ListenerHealth, MigrationReport, NewRefreshToken, OutboxCounts,
+    OutboxItem, OutboxMessage, PoolStatus, Rotation, RotationStep, SessionRecord, SessionScope,
+    SideEffects, StoreError, TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS, UserChunks,
     UserCredentials, UserStore, dashboard_windows, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, rotation_step, search_can_match, sort_key_sql,
@@ -32,6 +33,141 @@ use crate::domain::{
     SortValue, User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
     now_micros,
 };
+
+/// Applies `changes` to user `id` inside the caller's transaction.
+async fn update_row(
+    tx: &mut sqlx::PgConnection,
+    id: UserId,
+    changes: UserChanges,
+) -> Result<User, StoreError> {
+    let was_active_superuser = is_active_superuser(tx, id).await?;
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE users SET updated_at = ");
+    qb.push_bind(now_micros());
+    let mut changed = false;
+    if let Some(email) = changes.email {
+        qb.push(", email_key = ").push_bind(email.key());
+        qb.push(", email = ").push_bind(email.as_str().to_string());
+        changed = true;
+    }
+    if let Some(full_name) = changes.full_name {
+        qb.push(", full_name = ")
+            .push_bind(full_name.map(|n| n.into_inner()));
+        changed = true;
+    }
+    if let Some(hash) = changes.hashed_password {
+        qb.push(", hashed_password = ").push_bind(hash);
+        changed = true;
+    }
+    if let Some(active) = changes.is_active {
+        qb.push(", is_active = ").push_bind(active);
+        changed = true;
+    }
+    if let Some(superuser) = changes.is_superuser {
+        qb.push(", is_superuser = ").push_bind(superuser);
+        changed = true;
+    }
+    if let Some(verified) = changes.email_verified {
+        qb.push(", email_verified = ").push_bind(verified);
+        changed = true;
+    }
+    let row = if changed {
+        qb.push(" WHERE id = ")
+            .push_bind(id)
+            .push(" RETURNING ")
+            .push(USER_COLUMNS);
+        qb.build().fetch_optional(&mut *tx).await?
+    } else {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    };
+    let user = user_from_row(&row.ok_or(StoreError::NotFound)?)?;
+    if needs_another_active_superuser(was_active_superuser, user.is_active && user.is_superuser) {
+        ensure_active_superuser_remains(tx).await?;
+    }
+    if let Some(end) = changes.end_sessions {
+        let except = match end {
+            EndSessions::All => None,
+            EndSessions::AllExcept(keep) => Some(keep),
+        };
+        let scope = SessionScope::AllOf {
+            user_id: id,
+            except,
+        };
+        end_session_rows(tx, scope, now_micros()).await?;
+    }
+    Ok(user)
+}
+
+/// Writes a user's side effects inside the caller's transaction.
+async fn write_effects(
+    tx: &mut sqlx::PgConnection,
+    user_id: UserId,
+    effects: SideEffects,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(token) = effects.token {
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, kind, user_id, email_key, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id, kind) DO UPDATE SET
+                 token_hash = excluded.token_hash, email_key = excluded.email_key,
+                 created_at = excluded.created_at, expires_at = excluded.expires_at",
+        )
+        .bind(token.token_hash)
+        .bind(token.kind.as_str())
+        .bind(user_id)
+        .bind(token.email_key)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if effects.clear_login_failures {
+        sqlx::query(
+            "DELETE FROM login_failures
+             WHERE email_key = (SELECT email_key FROM users WHERE id = $1)",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_messages(tx, effects.outbox, now).await
+}
+
+async fn insert_messages(
+    tx: &mut sqlx::PgConnection,
+    messages: Vec<OutboxMessage>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut topics = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for m in messages {
+        topics.push(m.topic.as_str());
+        keys.push(m.ordering_key);
+        payloads.push(m.payload);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (topic, ordering_key, payload, created_at, next_attempt_at)
+         SELECT t, k, p, $4, $4
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS m(t, k, p, i)
+         ORDER BY i",
+    )
+    .bind(topics)
+    .bind(keys)
+    .bind(payloads)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
 
 /// Advisory lock keys (arbitrary, fixed): one for migrations, one serialising changes
 /// that could remove the last active superuser.
@@ -505,7 +641,7 @@ impl UserStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+    async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
         let created_at = user.created_at.unwrap_or_else(now_micros);
         let key = user.email.key();
         let mut tx = self.pool.begin().await?;
@@ -524,6 +660,7 @@ impl UserStore for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         let user = user_from_row(&row)?;
+        write_effects(&mut tx, user.id, effects, now_micros()).await?;
         notify_users(&mut tx, &[user.id]).await?;
         tx.commit().await?;
         Ok(user)
@@ -665,68 +802,15 @@ impl UserStore for PostgresStore {
         )
     }
 
-    async fn update_user(&self, id: UserId, changes: UserChanges) -> Result<User, StoreError> {
+    async fn update_user(
+        &self,
+        id: UserId,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let was_active_superuser = is_active_superuser(&mut tx, id).await?;
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE users SET updated_at = ");
-        qb.push_bind(now_micros());
-        let mut changed = false;
-        if let Some(email) = changes.email {
-            qb.push(", email_key = ").push_bind(email.key());
-            qb.push(", email = ").push_bind(email.as_str().to_string());
-            changed = true;
-        }
-        if let Some(full_name) = changes.full_name {
-            qb.push(", full_name = ")
-                .push_bind(full_name.map(|n| n.into_inner()));
-            changed = true;
-        }
-        if let Some(hash) = changes.hashed_password {
-            qb.push(", hashed_password = ").push_bind(hash);
-            changed = true;
-        }
-        if let Some(active) = changes.is_active {
-            qb.push(", is_active = ").push_bind(active);
-            changed = true;
-        }
-        if let Some(superuser) = changes.is_superuser {
-            qb.push(", is_superuser = ").push_bind(superuser);
-            changed = true;
-        }
-        if let Some(verified) = changes.email_verified {
-            qb.push(", email_verified = ").push_bind(verified);
-            changed = true;
-        }
-        let row = if changed {
-            qb.push(" WHERE id = ")
-                .push_bind(id)
-                .push(" RETURNING ")
-                .push(USER_COLUMNS);
-            qb.build().fetch_optional(&mut *tx).await?
-        } else {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
-            )))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        };
-        let user = user_from_row(&row.ok_or(StoreError::NotFound)?)?;
-        if needs_another_active_superuser(was_active_superuser, user.is_active && user.is_superuser)
-        {
-            ensure_active_superuser_remains(&mut tx).await?;
-        }
-        if let Some(end) = changes.end_sessions {
-            let except = match end {
-                EndSessions::All => None,
-                EndSessions::AllExcept(keep) => Some(keep),
-            };
-            let scope = SessionScope::AllOf {
-                user_id: id,
-                except,
-            };
-            end_session_rows(&mut tx, scope, now_micros()).await?;
-        }
+        let user = update_row(&mut tx, id, changes).await?;
+        write_effects(&mut tx, id, effects, now_micros()).await?;
         notify_users(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(user)
@@ -1125,5 +1209,191 @@ impl UserStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn record_effects(
+        &self,
+        user_id: UserId,
+        effects: SideEffects,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        write_effects(&mut tx, user_id, effects, now_micros()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        messages: Vec<OutboxMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_messages(&mut conn, messages, now).await
+    }
+
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenOwner>, StoreError> {
+        let row: Option<(UserId, String)> = sqlx::query_as(
+            "SELECT t.user_id, t.email_key FROM one_time_tokens AS t
+             JOIN users AS u ON u.id = t.user_id AND u.email_key = t.email_key
+             WHERE t.token_hash = $1 AND t.kind = $2 AND t.expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(user_id, email_key)| TokenOwner { user_id, email_key }))
+    }
+
+    async fn redeem_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        changes: UserChanges,
+        effects: SideEffects,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The DELETE locks the token row: of two redemptions racing, one finds it gone.
+        let owner: Option<UserId> = sqlx::query_scalar(
+            "DELETE FROM one_time_tokens AS t
+             USING users AS u
+             WHERE t.token_hash = $1 AND t.kind = $2 AND t.expires_at > $3
+               AND u.id = t.user_id AND u.email_key = t.email_key
+             RETURNING t.user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let user_id = owner.ok_or(StoreError::TokenInvalid)?;
+        let user = update_row(&mut tx, user_id, changes).await?;
+        write_effects(&mut tx, user_id, effects, now).await?;
+        notify_users(&mut tx, &[user_id]).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        // SKIP LOCKED: instances claiming at once take different rows instead of waiting.
+        let rows: Vec<(i64, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE outbox SET locked_until = $2, attempts = attempts + 1
+             WHERE id IN (
+                 SELECT o.id FROM outbox AS o
+                 WHERE o.status = 'pending' AND o.next_attempt_at <= $1
+                   AND (o.locked_until IS NULL OR o.locked_until <= $1)
+                   AND (o.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM outbox AS p
+                       WHERE p.ordering_key = o.ordering_key AND p.status = 'pending'
+                         AND p.id < o.id))
+                 ORDER BY o.id LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, topic, payload, attempts, created_at",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items: Vec<OutboxItem> = rows
+            .into_iter()
+            .map(|(id, topic, payload, attempts, created_at)| OutboxItem {
+                id,
+                topic: Topic::parse(&topic),
+                payload,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                created_at,
+            })
+            .collect();
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        delivery: Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let query = match delivery {
+            Delivery::Delivered => sqlx::query(
+                "UPDATE outbox SET status = 'sent', payload = '', locked_until = NULL,
+                     finished_at = $2, last_error = NULL
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now),
+            Delivery::Retry { at, error } => sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $2, locked_until = NULL, last_error = $3
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(error),
+            Delivery::GaveUp { error } => sqlx::query(
+                "UPDATE outbox SET status = 'failed', locked_until = NULL, finished_at = $2,
+                     last_error = $3
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let (pending, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status = 'pending'),
+                    COUNT(*) FILTER (WHERE status = 'failed')
+             FROM outbox WHERE status <> 'sent'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxCounts {
+            pending: count(pending),
+            failed: count(failed),
+        })
+    }
+
+    async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let messages = sqlx::query(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE status <> 'pending' AND finished_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let tokens = sqlx::query(
+            "DELETE FROM one_time_tokens WHERE token_hash IN (
+                 SELECT token_hash FROM one_time_tokens WHERE expires_at < $1 LIMIT $2)",
+        )
+        .bind(now_micros())
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(messages + tokens)
     }
 }
