@@ -1,6 +1,7 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
 mod abuse;
+mod account;
 mod auth;
 mod bulk;
 mod cache;
@@ -21,6 +22,7 @@ mod operations;
 #[cfg(feature = "sqlite")]
 mod process;
 mod sessions;
+mod smtp_sink;
 mod users;
 mod users_list;
 
