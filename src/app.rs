@@ -66,6 +66,11 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Launched, String> {
     let addr = local_addr(&acceptor).unwrap_or(settings.bind_addr);
+    let mut settings = settings;
+    settings
+        .mail
+        .public_url
+        .get_or_insert_with(|| format!("http://{addr}"));
     let (state, bootstrap) = build_state(settings, options.clock, options.wrap_store).await?;
     let grace = state.settings.request_timeout + Duration::from_secs(1);
     let acceptor = HeaderDeadline {
@@ -101,6 +106,7 @@ async fn build_state(
         None => store,
     };
     let services = Services::start(&settings, store, clock).await?;
+    services.start_background();
     let bootstrap = services.users.ensure_superuser(&settings).await?;
     let routes = Arc::new(RouteTable::from_spec(&api::spec_json()));
     let rate_limits = Arc::new(RateLimits::new(

@@ -106,8 +106,10 @@ pub struct MailSettings {
     pub transport: MailTransport,
     /// MAIL_FROM, checked to be a mailbox.
     pub from: String,
-    /// PUBLIC_URL without a trailing slash: the base of links in mails.
-    pub public_url: String,
+    /// PUBLIC_URL without a trailing slash: the base of links in mails. Unset, it is
+    /// `http://` + the address the server is bound to (known once bound: BIND_ADDR may
+    /// name port 0).
+    pub public_url: Option<String>,
     pub password_reset_ttl: Duration,
     pub email_verify_ttl: Duration,
     pub invite_ttl: Duration,
@@ -381,9 +383,9 @@ impl Settings {
                     Err(_) => Err("expected a mailbox like `Roster <no-reply@example.com>`".into()),
                 },
             );
-        let public_url = r.parsed("PUBLIC_URL", format!("http://{bind_addr}"), |v| {
+        let public_url = r.parsed("PUBLIC_URL", None, |v| {
             if v.starts_with("http://") || v.starts_with("https://") {
-                Ok(v.trim_end_matches('/').to_string())
+                Ok(Some(v.trim_end_matches('/').to_string()))
             } else {
                 Err("expected an http:// or https:// URL".into())
             }
@@ -472,6 +474,41 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(30));
         assert_eq!(s.max_body_bytes, 1_048_576);
         assert!(!s.allow_registration);
+        assert!(matches!(s.mail.transport, MailTransport::Log));
+        assert_eq!(s.mail.from, "Roster <no-reply@localhost>");
+        assert_eq!(
+            s.mail.public_url, None,
+            "resolved from the bound address at launch"
+        );
+        assert_eq!(s.mail.password_reset_ttl, Duration::from_secs(900));
+        assert_eq!(s.mail.email_verify_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.mail.invite_ttl, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn mail_settings_are_checked_and_smtp_urls_never_echoed() {
+        let err = settings(&[("MAIL_TRANSPORT", "smtp")]).unwrap_err();
+        assert_eq!(err.0, ["SMTP_URL: required when MAIL_TRANSPORT=smtp"]);
+        let err = settings(&[
+            ("MAIL_TRANSPORT", "pigeon"),
+            ("SMTP_URL", "http://user:hunter2@mail"),
+            ("MAIL_FROM", "nobody"),
+            ("PUBLIC_URL", "roster.example.org"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let s = settings(&[
+            ("MAIL_TRANSPORT", "smtp"),
+            ("SMTP_URL", "smtps://u:p@mail.example.org"),
+            ("PUBLIC_URL", "https://roster.example.org/"),
+        ])
+        .unwrap();
+        assert!(matches!(s.mail.transport, MailTransport::Smtp(_)));
+        assert_eq!(
+            s.mail.public_url.as_deref(),
+            Some("https://roster.example.org")
+        );
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl AccountService {
             TokenKind::EmailVerification => "verify-email",
             TokenKind::Invitation => "accept-invite",
         };
-        let link = format!("{}/account/{page}?token={token}", self.mail.public_url);
+        let base = self.mail.public_url.as_deref().unwrap_or_default();
+        let link = format!("{base}/account/{page}?token={token}");
         let template = match kind {
             TokenKind::PasswordReset => Template::PasswordReset {
                 link: &link,

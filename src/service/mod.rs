@@ -99,6 +99,8 @@ pub struct Services {
     pub auth: Arc<AuthService>,
     pub account: Arc<AccountService>,
     pub operations: Operations,
+    outbox: Arc<Outbox>,
+    mail: Arc<dyn outbox::Deliverer>,
 }
 
 impl Services {
@@ -144,20 +146,27 @@ impl Services {
             account.clone(),
             clock,
         );
-        auth.spawn_pruner();
-        let jobs: Arc<dyn outbox::Deliverer> = account.clone();
-        outbox.spawn(outbox::Deliverers {
-            mail: Arc::new(outbox::MailDeliverer(mailer)),
-            jobs: Arc::downgrade(&jobs),
-            webhooks: None,
-        });
-        let operations = Operations::new(store, directory, auth.clone(), outbox);
+        let operations = Operations::new(store, directory, auth.clone(), outbox.clone());
         Ok(Self {
             users,
             auth,
             account,
             operations,
+            outbox,
+            mail: Arc::new(outbox::MailDeliverer(mailer)),
         })
+    }
+
+    /// Starts the background work of a serving instance: pruning, and the outbox sender.
+    /// (One-shot commands such as `create-superuser` do not deliver mail.)
+    pub fn start_background(&self) {
+        self.auth.spawn_pruner();
+        let jobs: Arc<dyn outbox::Deliverer> = self.account.clone();
+        self.outbox.spawn(outbox::Deliverers {
+            mail: self.mail.clone(),
+            jobs: Arc::downgrade(&jobs),
+            webhooks: None,
+        });
     }
 }
 

@@ -137,3 +137,62 @@ async fn sigterm_stops_the_server_gracefully() {
             .is_err()
     );
 }
+
+/// The newcomer's path with the default `log` transport: ask for a reset of the printed
+/// admin, copy the link from the log, set a password on the page, log in with it.
+#[tokio::test]
+async fn with_the_log_transport_a_reset_link_is_printed_and_completes_in_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("new.db").display());
+    let mut server = RosterProcess::start(dir.path(), &[("DATABASE_URL", db.as_str())]);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(server.url("/api/v1/auth/password-reset"))
+        .json(&json!({"email": "admin@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mail = server.wait_for(|v| v["target"] == "roster::mail");
+    assert_eq!(mail["level"], "INFO");
+    let text = mail["fields"]["message"]
+        .as_str()
+        .or(mail["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/account/reset-password?token="))
+        .unwrap_or_else(|| panic!("no link in the logged mail: {mail}"))
+        .to_string();
+    // PUBLIC_URL defaults to http:// + the bound address.
+    assert!(
+        link.starts_with(&format!("{}/account/", server.base)),
+        "{link}"
+    );
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let page = client
+        .get(server.url(&format!("/account/reset-password?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let done = client
+        .post(server.url("/account/reset-password"))
+        .form(&[
+            ("token", token.as_str()),
+            ("password", "my-own-admin-pw"),
+            ("confirm_password", "my-own-admin-pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let login = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": "my-own-admin-pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+}
