@@ -273,7 +273,10 @@ fn bulk(c: &mut Criterion) {
                 |b, &n| {
                     b.iter_batched(
                         || batch(n, Some(&hash)),
-                        |users| rt.block_on(store.create_users(users)).expect("insert"),
+                        |users| {
+                            rt.block_on(store.create_users(users, Vec::new()))
+                                .expect("insert")
+                        },
                         criterion::BatchSize::SmallInput,
                     )
                 },
@@ -313,7 +316,7 @@ fn bulk(c: &mut Criterion) {
                                 for (user, hash) in users.iter_mut().zip(hashes) {
                                     user.hashed_password = hash;
                                 }
-                                store.create_users(users).await.expect("insert")
+                                store.create_users(users, Vec::new()).await.expect("insert")
                             })
                         },
                         criterion::BatchSize::SmallInput,

@@ -119,6 +119,22 @@ pub struct MailSettings {
     pub retry_max: Duration,
 }
 
+/// WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_EVENTS and AUDIT_RETENTION_DAYS.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub retention: Duration,
+    /// Where events are POSTed, signed with the secret; `None`: no webhooks.
+    pub webhook: Option<WebhookTarget>,
+    /// Event kinds delivered: exact names, `prefix.*`, or `*`.
+    pub webhook_events: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: Secret,
+}
+
 #[derive(Debug, Clone)]
 pub struct Argon2Cost {
     pub memory_kib: u32,
@@ -157,6 +173,7 @@ pub struct Settings {
     pub first_superuser_password: Option<Secret>,
     pub argon2: Argon2Cost,
     pub mail: MailSettings,
+    pub audit: AuditSettings,
 }
 
 /// The machine's cores: the default of HASH_CONCURRENCY.
@@ -400,6 +417,46 @@ impl Settings {
             retry_base: Duration::from_millis(r.number("OUTBOX_RETRY_BASE_MS", 2_000u64, 1)),
             retry_max: r.seconds("OUTBOX_RETRY_MAX_SECS", 900),
         };
+        let retention_days = r.number("AUDIT_RETENTION_DAYS", 90u64, 1);
+        let webhook_url = r.parsed("WEBHOOK_URL", None, |v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(Some(v.to_string()))
+            } else {
+                Err("expected an http:// or https:// URL".into())
+            }
+        });
+        let webhook_secret = r.raw("WEBHOOK_SECRET").map(Secret::new);
+        let webhook = match (webhook_url, webhook_secret) {
+            (Some(url), Some(secret)) => Some(WebhookTarget { url, secret }),
+            (Some(_), None) => {
+                r.errors
+                    .push("WEBHOOK_SECRET: required when WEBHOOK_URL is set".into());
+                None
+            }
+            _ => None,
+        };
+        let webhook_events = r.parsed("WEBHOOK_EVENTS", vec!["*".to_string()], |v| {
+            let kinds: Vec<String> = v
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+            let valid = |k: &String| {
+                k == "*"
+                    || k.trim_end_matches(".*")
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+            };
+            match kinds.iter().all(valid) && !kinds.is_empty() {
+                true => Ok(kinds),
+                false => Err("expected event kinds like `user.*,login.failed` or `*`".into()),
+            }
+        });
+        let audit = AuditSettings {
+            retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            webhook,
+            webhook_events,
+        };
 
         let database_url = match database_url {
             Some(url) if r.errors.is_empty() => url,
@@ -444,6 +501,7 @@ impl Settings {
             first_superuser_password,
             argon2,
             mail,
+            audit,
         })
     }
 }

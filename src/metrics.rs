@@ -119,6 +119,11 @@ impl AppMetrics {
             self.counter_absolute("outbox_delivered_total", topic(), f.delivered);
             self.counter_absolute("outbox_failed_attempts_total", topic(), f.failed_attempts);
             self.counter_absolute("outbox_gave_up_total", topic(), f.gave_up);
+            self.counter_absolute(
+                "outbox_attempt_microseconds_total",
+                topic(),
+                (f.attempt_seconds * 1e6) as u64,
+            );
         }
         if let Some(backlog) = activity.outbox_backlog {
             self.gauge("outbox_pending_messages", vec![], backlog.pending as f64);

@@ -172,7 +172,7 @@ pub async fn seed(
             });
         }
         store
-            .create_users(users)
+            .create_users(users, Vec::new())
             .await
             .map_err(|e| format!("seeding failed after {done} users: {e}"))?;
         done += batch;

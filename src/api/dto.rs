@@ -6,6 +6,7 @@ use poem_openapi::{Enum, Object, types::MaybeUndefined};
 use crate::{
     domain::{DashboardStats, SortDirection, SortField, User, UserSort},
     service::{ChangeRequest, InviteDraft, ListPage, SessionView, TokenPair, UserDraft},
+    store::AuditEvent,
 };
 
 /// A user account. The password hash is never part of it.
@@ -492,4 +493,73 @@ mod tests {
             prop_assert_eq!(SortParam::parse_from_parameter(&raw).is_ok(), SORT_KEYS.contains(&name));
         }
     }
+}
+
+/// One audit event: who did what to whom, when, from where.
+#[derive(Debug, Object)]
+#[oai(rename = "AuditEvent", example)]
+pub struct AuditEventOut {
+    /// Increasing; webhooks send it as `X-Roster-Delivery`.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// E.g. `user.updated`, `login.failed`, `session.revoked`.
+    pub action: String,
+    /// The user who acted, when known (null for anonymous requests and the system).
+    #[oai(nullable)]
+    pub actor_id: Option<i64>,
+    #[oai(nullable)]
+    pub actor_ip: Option<String>,
+    /// The user acted upon.
+    #[oai(nullable)]
+    pub target_id: Option<i64>,
+    /// The `X-Request-ID` of the request that caused it.
+    #[oai(nullable)]
+    pub request_id: Option<String>,
+    /// What changed: field names, and values of fields that are not secrets.
+    pub details: serde_json::Value,
+}
+
+impl From<AuditEvent> for AuditEventOut {
+    fn from(e: AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            action: e.action,
+            actor_id: e.actor_id,
+            actor_ip: e.actor_ip,
+            target_id: e.target_id,
+            request_id: e.request_id,
+            details: e.details,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for AuditEventOut {
+    fn example() -> Self {
+        Self {
+            id: 4711,
+            at: DateTime::parse_from_rfc3339("2026-11-30T09:15:00Z")
+                .map(|t| t.to_utc())
+                .unwrap_or_default(),
+            action: "user.updated".into(),
+            actor_id: Some(1),
+            actor_ip: Some("203.0.113.7".into()),
+            target_id: Some(42),
+            request_id: Some("9f1c2d7e4b3a4c5d8e6f7a8b9c0d1e2f".into()),
+            details: serde_json::json!({
+                "fields": ["is_active", "password"],
+                "values": {"is_active": false}
+            }),
+        }
+    }
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Object)]
+pub struct AuditPageOut {
+    pub items: Vec<AuditEventOut>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<String>,
+    pub size: u32,
 }

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_pages;
+mod audit;
 mod auth;
 mod bearer;
 mod dashboard;
@@ -23,6 +24,7 @@ use crate::domain::User;
 
 pub use account::AccountApi;
 pub use account_pages::AccountPages;
+pub use audit::AuditApi;
 pub use auth::{AuthApi, LOGIN_BUCKET_PATHS};
 pub use bearer::BearerAuth;
 pub use dashboard::DashboardApi;
@@ -44,6 +46,8 @@ pub enum ApiTags {
     Users,
     /// See and end login sessions.
     Sessions,
+    /// Who did what to whom: the trail of changes to accounts and sessions.
+    Audit,
     /// Aggregate figures over all users.
     Dashboard,
     /// Liveness, readiness and dependency checks.
@@ -57,6 +61,7 @@ pub type RosterApi = (
     AccountApi,
     UsersApi,
     SessionsApi,
+    AuditApi,
     DashboardApi,
     HealthApi,
     MetricsApi,
@@ -73,6 +78,7 @@ pub fn service() -> OpenApiService<RosterApi, ()> {
             AccountApi,
             UsersApi,
             SessionsApi,
+            AuditApi,
             DashboardApi,
             HealthApi,
             MetricsApi,

@@ -7,9 +7,11 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{
     AuthService, Caller, Clock, ServiceError, ServiceResult,
+    audit::{Origin, action},
     directory::Directory,
     outbox::{Deliverer, Outbox},
 };
@@ -18,7 +20,10 @@ use crate::{
     config::MailSettings,
     domain::{Email, EndSessions, FieldError, FullName, NewUser, Password, User, UserChanges},
     mail::Template,
-    store::{OutboxItem, OutboxMessage, SideEffects, TokenGrant, TokenKind, Topic, UserStore},
+    store::{
+        AuditTarget, OutboxItem, OutboxMessage, SideEffects, TokenGrant, TokenKind, Topic,
+        UserStore,
+    },
 };
 
 /// An invitation, as a superuser submits it.
@@ -34,8 +39,16 @@ pub struct InviteDraft {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 enum Job {
-    PasswordReset { email: String },
-    ResendVerification { email: String },
+    PasswordReset {
+        email: String,
+        #[serde(default)]
+        origin: Origin,
+    },
+    ResendVerification {
+        email: String,
+        #[serde(default)]
+        origin: Origin,
+    },
 }
 
 pub struct AccountService {
@@ -145,6 +158,7 @@ impl AccountService {
         let email = Email::parse(email).map_err(|m| ServiceError::invalid("email", m))?;
         self.defer(Job::PasswordReset {
             email: email.as_str().to_string(),
+            origin: Origin::current(),
         })
         .await
     }
@@ -155,6 +169,7 @@ impl AccountService {
         let email = Email::parse(email).map_err(|m| ServiceError::invalid("email", m))?;
         self.defer(Job::ResendVerification {
             email: email.as_str().to_string(),
+            origin: Origin::current(),
         })
         .await
     }
@@ -172,9 +187,11 @@ impl AccountService {
     }
 
     async fn run_job(&self, job: Job) -> ServiceResult<()> {
-        let (kind, email) = match &job {
-            Job::PasswordReset { email } => (TokenKind::PasswordReset, email),
-            Job::ResendVerification { email } => (TokenKind::EmailVerification, email),
+        let (kind, email, origin) = match &job {
+            Job::PasswordReset { email, origin } => (TokenKind::PasswordReset, email, origin),
+            Job::ResendVerification { email, origin } => {
+                (TokenKind::EmailVerification, email, origin)
+            }
         };
         let Ok(email) = Email::parse(email) else {
             return Ok(());
@@ -192,9 +209,20 @@ impl AccountService {
         }
         let address = Email::parse(&user.email).map_err(ServiceError::Internal)?;
         let (grant, message) = self.token_mail(kind, &address)?;
+        let audit = match kind {
+            TokenKind::PasswordReset => vec![self.auth.audit.record_from(
+                origin,
+                action::PASSWORD_RESET_REQUESTED,
+                None,
+                AuditTarget::Changed,
+                json!({}),
+            )],
+            _ => Vec::new(),
+        };
         let effects = SideEffects {
             token: Some(grant),
             outbox: vec![message],
+            audit,
             ..Default::default()
         };
         match self.store.record_effects(user.id, effects).await {
@@ -263,8 +291,19 @@ impl AccountService {
             end_sessions: Some(EndSessions::All),
             ..Default::default()
         };
+        let audit = &self.auth.audit;
         let effects = SideEffects {
             clear_login_failures: true,
+            audit: vec![
+                audit.record(
+                    action::PASSWORD_RESET,
+                    Some(user.id),
+                    AuditTarget::Changed,
+                    json!({}),
+                ),
+                self.auth
+                    .revoked(Some(user.id), "password reset: every session ended"),
+            ],
             ..Default::default()
         };
         self.directory
@@ -285,13 +324,18 @@ impl AccountService {
             email_verified: Some(true),
             ..Default::default()
         };
+        let verified = self.auth.audit.record(
+            action::EMAIL_VERIFIED,
+            None,
+            AuditTarget::Changed,
+            json!({"via": "verification link"}),
+        );
+        let effects = SideEffects {
+            audit: vec![verified],
+            ..Default::default()
+        };
         self.directory
-            .redeem(
-                TokenKind::EmailVerification,
-                hash,
-                changes,
-                SideEffects::default(),
-            )
+            .redeem(TokenKind::EmailVerification, hash, changes, effects)
             .await?;
         Ok(())
     }
@@ -323,9 +367,30 @@ impl AccountService {
             email_verified: false,
             created_at: Some(self.clock.now()),
         };
+        let audit = &self.auth.audit;
+        let details = json!({
+            "via": "invitation",
+            "email": user.email.as_str(),
+            "is_active": user.is_active,
+            "is_superuser": user.is_superuser,
+        });
         let effects = SideEffects {
             token: Some(grant),
             outbox: vec![message],
+            audit: vec![
+                audit.record(
+                    action::USER_CREATED,
+                    Some(caller.id()),
+                    AuditTarget::Changed,
+                    details.clone(),
+                ),
+                audit.record(
+                    action::USER_INVITED,
+                    Some(caller.id()),
+                    AuditTarget::Changed,
+                    details,
+                ),
+            ],
             ..Default::default()
         };
         let user = self.directory.create(user, effects).await?;
@@ -342,8 +407,26 @@ impl AccountService {
             email_verified: Some(true),
             ..Default::default()
         };
+        let audit = &self.auth.audit;
+        let effects = SideEffects {
+            audit: vec![
+                audit.record(
+                    action::PASSWORD_CHANGED,
+                    Some(user.id),
+                    AuditTarget::Changed,
+                    json!({"by": "invitation"}),
+                ),
+                audit.record(
+                    action::EMAIL_VERIFIED,
+                    Some(user.id),
+                    AuditTarget::Changed,
+                    json!({"via": "invitation"}),
+                ),
+            ],
+            ..Default::default()
+        };
         self.directory
-            .redeem(TokenKind::Invitation, hash, changes, SideEffects::default())
+            .redeem(TokenKind::Invitation, hash, changes, effects)
             .await?;
         Ok(())
     }
@@ -377,9 +460,13 @@ mod tests {
     fn jobs_round_trip_through_their_payload() {
         let job = Job::PasswordReset {
             email: "a@b.c".into(),
+            origin: Origin::default(),
         };
         let payload = serde_json::to_string(&job).unwrap();
-        assert_eq!(payload, r#"{"job":"password_reset","email":"a@b.c"}"#);
+        assert_eq!(
+            payload,
+            r#"{"job":"password_reset","email":"a@b.c","origin":{"ip":null,"request_id":null}}"#
+        );
         assert_eq!(serde_json::from_str::<Job>(&payload).unwrap(), job);
     }
 }

@@ -10,11 +10,14 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 
 use super::{
     Caller, Clock, ServiceError, ServiceResult,
+    audit::{Auditor, action},
     cursor::Cursors,
     directory::Directory,
+    keys::SigningKeys,
     security::{SecurityEvent, SecurityLog},
 };
 use crate::{
@@ -23,7 +26,10 @@ use crate::{
     },
     config::Settings,
     domain::{Email, RefreshDecision, UserId, fold_email},
-    store::{NewRefreshToken, Rotation, SessionRecord, SessionScope, UserStore},
+    store::{
+        AuditRecord, AuditTarget, FailureAudit, NewRefreshToken, Rotation, SessionRecord,
+        SessionScope, UserStore,
+    },
 };
 
 pub struct TokenPair {
@@ -81,6 +87,7 @@ pub struct AuthService {
     require_verified_email: bool,
     pub(super) security: Arc<SecurityLog>,
     pub(super) cursors: Arc<Cursors>,
+    pub(super) audit: Arc<Auditor>,
 }
 
 impl AuthService {
@@ -89,8 +96,10 @@ impl AuthService {
         store: Arc<dyn UserStore>,
         directory: Arc<Directory>,
         clock: Clock,
+        keys: SigningKeys,
+        cursors: Arc<Cursors>,
+        audit: Arc<Auditor>,
     ) -> Result<Self, String> {
-        let keys = super::keys::load(settings, &store, clock.now()).await?;
         let hasher = PasswordHasher::with_limits(
             &settings.argon2,
             settings.hash_concurrency,
@@ -118,7 +127,8 @@ impl AuthService {
             require_verified_email: settings.require_email_verification,
             failure_window: settings.login_failure_window,
             security: Arc::new(SecurityLog::default()),
-            cursors: Arc::new(Cursors::new(keys.current.as_bytes())),
+            cursors,
+            audit,
         })
     }
 
@@ -182,13 +192,29 @@ impl AuthService {
         &self,
         key: &str,
         user_id: Option<UserId>,
-        what: &str,
+        what: &'static str,
     ) -> ServiceResult<()> {
         let now = self.clock.now();
         let window = duration(self.failure_window)?;
+        let target = user_id.map_or(AuditTarget::Nobody, AuditTarget::User);
+        let audit = FailureAudit {
+            failed: self.audit.record(
+                action::LOGIN_FAILED,
+                None,
+                target.clone(),
+                json!({"email": key, "reason": what}),
+            ),
+            locked: self.audit.record(
+                action::LOGIN_LOCKED,
+                None,
+                target,
+                json!({"email": key, "failures": self.max_failures}),
+            ),
+            limit: self.max_failures,
+        };
         let (count, _) = self
             .store
-            .record_login_failure(key, now, now - window)
+            .record_login_failure(key, now, now - window, audit)
             .await?;
         self.security
             .record(SecurityEvent::LoginFailed, user_id, what);
@@ -261,7 +287,15 @@ impl AuthService {
         };
         let (token, refresh_token) = self.next_refresh_token(now, Some(session.expires_at))?;
         let (session_id, user_id) = (session.id.clone(), session.user_id);
-        self.directory.open_session(session, token).await?;
+        let audit = self.audit.record(
+            action::LOGIN_SUCCEEDED,
+            Some(user_id),
+            AuditTarget::Changed,
+            json!({"session_id": session_id}),
+        );
+        self.directory
+            .open_session(session, token, vec![audit])
+            .await?;
         self.issue(user_id, &session_id, refresh_token)
     }
 
@@ -272,7 +306,16 @@ impl AuthService {
         let (next, token) = self.next_refresh_token(now, None)?;
         let rotation = self
             .directory
-            .rotate(refresh_token_hash(refresh_token), next)
+            .rotate(
+                refresh_token_hash(refresh_token),
+                next,
+                self.audit.record(
+                    action::REFRESH_REUSED,
+                    None,
+                    AuditTarget::Changed,
+                    json!({"reason": "a spent refresh token was presented; its session was ended"}),
+                ),
+            )
             .await?;
         match rotation {
             Rotation::Rotated {
@@ -301,7 +344,10 @@ impl AuthService {
     pub async fn logout(&self, refresh_token: &str) -> ServiceResult<()> {
         let token_hash = refresh_token_hash(refresh_token);
         self.directory
-            .end_sessions(SessionScope::OfToken { token_hash })
+            .end_sessions(
+                SessionScope::OfToken { token_hash },
+                self.revoked(None, "logout"),
+            )
             .await?;
         Ok(())
     }
@@ -374,10 +420,13 @@ impl AuthService {
     pub async fn end_my_session(&self, caller: &Caller, session_id: &str) -> ServiceResult<()> {
         let ended = self
             .directory
-            .end_sessions(SessionScope::One {
-                user_id: caller.id(),
-                session_id: session_id.to_string(),
-            })
+            .end_sessions(
+                SessionScope::One {
+                    user_id: caller.id(),
+                    session_id: session_id.to_string(),
+                },
+                self.revoked(Some(caller.id()), "ended by its user"),
+            )
             .await?;
         if ended.is_empty() {
             return Err(ServiceError::NotFound(SESSION_NOT_FOUND));
@@ -388,10 +437,13 @@ impl AuthService {
     /// Ends every session of the caller but the current one.
     pub async fn end_my_other_sessions(&self, caller: &Caller) -> ServiceResult<()> {
         self.directory
-            .end_sessions(SessionScope::AllOf {
-                user_id: caller.id(),
-                except: Some(caller.session_id.clone()),
-            })
+            .end_sessions(
+                SessionScope::AllOf {
+                    user_id: caller.id(),
+                    except: Some(caller.session_id.clone()),
+                },
+                self.revoked(Some(caller.id()), "every other session ended by its user"),
+            )
             .await?;
         Ok(())
     }
@@ -412,10 +464,13 @@ impl AuthService {
         caller.require_superuser()?;
         self.require_user(user_id).await?;
         self.directory
-            .end_sessions(SessionScope::AllOf {
-                user_id,
-                except: None,
-            })
+            .end_sessions(
+                SessionScope::AllOf {
+                    user_id,
+                    except: None,
+                },
+                self.revoked(Some(caller.id()), "ended by a superuser"),
+            )
             .await?;
         self.security.record(
             SecurityEvent::SessionsRevoked,
@@ -423,6 +478,16 @@ impl AuthService {
             &format!("every session ended by superuser {}", caller.id()),
         );
         Ok(())
+    }
+
+    /// The `session.revoked` event of sessions ended by `actor` for `reason`.
+    pub(super) fn revoked(&self, actor: Option<UserId>, reason: &str) -> AuditRecord {
+        self.audit.record(
+            action::SESSION_REVOKED,
+            actor,
+            AuditTarget::Changed,
+            json!({ "reason": reason }),
+        )
     }
 
     async fn require_user(&self, user_id: UserId) -> ServiceResult<()> {

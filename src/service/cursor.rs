@@ -52,6 +52,32 @@ impl Cursors {
         Ok(mac)
     }
 
+    /// A cursor after row `id` of a list ordered by id alone (`list` names the list and
+    /// its filters).
+    pub fn after_id(&self, list: &str, id: i64) -> Result<String, ServiceError> {
+        let position = Position {
+            l: Self::digest(list),
+            t: None,
+            s: None,
+            i: id,
+        };
+        self.sign(&position)
+    }
+
+    /// The id `cursor` continues after, if it is a cursor of `list`; 422 else.
+    pub fn read_id(&self, list: &str, cursor: &str) -> Result<i64, ServiceError> {
+        let position = self.open(cursor)?;
+        if position.l != Self::digest(list) || position.t.is_some() || position.s.is_some() {
+            return Err(ServiceError::invalid("cursor", INVALID));
+        }
+        Ok(position.i)
+    }
+
+    fn digest(list: &str) -> String {
+        let digest = Sha256::digest(list.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The cursor of the page after `last` in `query`'s list.
     pub fn after(&self, query: &UserQuery, last: &User) -> Result<String, ServiceError> {
         let keyset = Keyset::of(last, query.sort.field);
@@ -66,7 +92,11 @@ impl Cursors {
             s,
             i: keyset.id,
         };
-        let payload = serde_json::to_vec(&position).map_err(ServiceError::internal)?;
+        self.sign(&position)
+    }
+
+    fn sign(&self, position: &Position) -> Result<String, ServiceError> {
+        let payload = serde_json::to_vec(position).map_err(ServiceError::internal)?;
         let tag = self.mac(&payload)?.finalize().into_bytes();
         Ok(format!(
             "{}.{}",
@@ -75,8 +105,8 @@ impl Cursors {
         ))
     }
 
-    /// Where `cursor` says `query`'s list continues; 422 on `cursor` for anything else.
-    pub fn read(&self, query: &UserQuery, cursor: &str) -> Result<Keyset, ServiceError> {
+    /// The signed position of a cursor of this server; 422 on `cursor` for anything else.
+    fn open(&self, cursor: &str) -> Result<Position, ServiceError> {
         let invalid = || ServiceError::invalid("cursor", INVALID);
         let (payload, tag) = cursor.split_once('.').ok_or_else(invalid)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
@@ -84,7 +114,13 @@ impl Cursors {
         self.mac(&payload)?
             .verify_slice(&tag)
             .map_err(|_| invalid())?;
-        let position: Position = serde_json::from_slice(&payload).map_err(|_| invalid())?;
+        serde_json::from_slice(&payload).map_err(|_| invalid())
+    }
+
+    /// Where `cursor` says `query`'s list continues; 422 on `cursor` for anything else.
+    pub fn read(&self, query: &UserQuery, cursor: &str) -> Result<Keyset, ServiceError> {
+        let invalid = || ServiceError::invalid("cursor", INVALID);
+        let position = self.open(cursor)?;
         if position.l != Self::list_id(query) {
             return Err(invalid());
         }

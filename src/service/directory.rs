@@ -10,7 +10,7 @@ use crate::{
         DashboardStats, Keyset, NewUser, Page, User, UserChanges, UserFilter, UserId, UserQuery,
     },
     store::{
-        Invalidation, InvalidationHandler, ListenerHealth, NewRefreshToken, Rotation,
+        AuditRecord, Invalidation, InvalidationHandler, ListenerHealth, NewRefreshToken, Rotation,
         SessionRecord, SessionScope, SideEffects, StoreError, TokenKind, UserChunks, UserStore,
     },
 };
@@ -142,9 +142,10 @@ impl Directory {
         &self,
         session: SessionRecord,
         first_token: NewRefreshToken,
+        audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
         let store = self.store.clone();
-        to_completion(async move { store.open_session(session, first_token).await }).await
+        to_completion(async move { store.open_session(session, first_token, audit).await }).await
     }
 
     /// Spends a refresh token for the next; a replay ends the session everywhere.
@@ -152,10 +153,13 @@ impl Directory {
         &self,
         token_hash: String,
         next: NewRefreshToken,
+        reused: AuditRecord,
     ) -> Result<Rotation, StoreError> {
         let (store, caches, now) = (self.store.clone(), self.caches.clone(), self.clock.now());
         to_completion(async move {
-            let rotation = store.rotate_refresh_token(&token_hash, next, now).await;
+            let rotation = store
+                .rotate_refresh_token(&token_hash, next, now, reused)
+                .await;
             if let Ok(Rotation::Refused {
                 user_id: Some(user_id),
                 ..
@@ -169,10 +173,14 @@ impl Directory {
     }
 
     /// Ends sessions; their tokens stop working on every instance once this returns.
-    pub async fn end_sessions(&self, scope: SessionScope) -> Result<Vec<UserId>, StoreError> {
+    pub async fn end_sessions(
+        &self,
+        scope: SessionScope,
+        audit: AuditRecord,
+    ) -> Result<Vec<UserId>, StoreError> {
         let (store, caches, now) = (self.store.clone(), self.caches.clone(), self.clock.now());
         to_completion(async move {
-            let users = store.end_sessions(scope, now).await?;
+            let users = store.end_sessions(scope, now, audit).await?;
             caches.invalidate_users(&users).await;
             Ok(users)
         })
@@ -206,10 +214,14 @@ impl Directory {
     }
 
     /// All or nothing, in one transaction.
-    pub async fn create_many(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+    pub async fn create_many(
+        &self,
+        users: Vec<NewUser>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Vec<User>, StoreError> {
         let (store, caches) = (self.store.clone(), self.caches.clone());
         to_completion(async move {
-            let created = store.create_users(users).await;
+            let created = store.create_users(users, audit).await;
             match &created {
                 Ok(users) => {
                     let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
@@ -266,10 +278,10 @@ impl Directory {
         .await
     }
 
-    pub async fn delete(&self, id: UserId) -> Result<(), StoreError> {
+    pub async fn delete(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
         let (store, caches) = (self.store.clone(), self.caches.clone());
         to_completion(async move {
-            let deleted = store.delete_user(id).await;
+            let deleted = store.delete_user(id, audit).await;
             caches.invalidate_users(&[id]).await;
             deleted
         })

@@ -4,6 +4,7 @@
 //! Errors are `ServiceError`, which knows nothing of HTTP.
 
 mod account;
+pub mod audit;
 mod auth;
 mod cursor;
 mod directory;
@@ -99,8 +100,10 @@ pub struct Services {
     pub auth: Arc<AuthService>,
     pub account: Arc<AccountService>,
     pub operations: Operations,
+    pub audit: Arc<audit::Auditor>,
     outbox: Arc<Outbox>,
     mail: Arc<dyn outbox::Deliverer>,
+    webhooks: Option<Arc<dyn outbox::Deliverer>>,
 }
 
 impl Services {
@@ -125,8 +128,25 @@ impl Services {
                 "cache invalidation listener not connected yet; serving, it keeps retrying"
             );
         }
+        let keys = keys::load(settings, &store, clock.now()).await?;
+        let cursors = Arc::new(cursor::Cursors::new(keys.current.as_bytes()));
+        let auditor = Arc::new(audit::Auditor::new(
+            store.clone(),
+            clock.clone(),
+            &settings.audit,
+            cursors.clone(),
+        ));
         let auth = Arc::new(
-            AuthService::new(settings, store.clone(), directory.clone(), clock.clone()).await?,
+            AuthService::new(
+                settings,
+                store.clone(),
+                directory.clone(),
+                clock.clone(),
+                keys,
+                cursors,
+                auditor.clone(),
+            )
+            .await?,
         );
         let mailer = crate::mail::Mailer::from_settings(&settings.mail)?;
         let outbox = Arc::new(Outbox::new(store.clone(), clock.clone(), &settings.mail));
@@ -152,8 +172,15 @@ impl Services {
             auth,
             account,
             operations,
+            audit: auditor,
             outbox,
             mail: Arc::new(outbox::MailDeliverer(mailer)),
+            webhooks: match &settings.audit.webhook {
+                Some(target) => Some(Arc::new(outbox::WebhookDeliverer(
+                    crate::webhook::WebhookSender::new(target)?,
+                ))),
+                None => None,
+            },
         })
     }
 
@@ -161,11 +188,12 @@ impl Services {
     /// (One-shot commands such as `create-superuser` do not deliver mail.)
     pub fn start_background(&self) {
         self.auth.spawn_pruner();
+        self.audit.spawn_pruner();
         let jobs: Arc<dyn outbox::Deliverer> = self.account.clone();
         self.outbox.spawn(outbox::Deliverers {
             mail: self.mail.clone(),
             jobs: Arc::downgrade(&jobs),
-            webhooks: None,
+            webhooks: self.webhooks.clone(),
         });
     }
 }

@@ -46,15 +46,19 @@ struct TopicCounts {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     gave_up: AtomicU64,
+    /// Time spent in delivery attempts, successful or not.
+    attempt_micros: AtomicU64,
 }
 
 /// One topic's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutboxFigures {
     pub topic: &'static str,
     pub delivered: u64,
     pub failed_attempts: u64,
     pub gave_up: u64,
+    /// Seconds spent in attempts (divide by attempts for the mean latency).
+    pub attempt_seconds: f64,
 }
 
 pub struct Outbox {
@@ -110,6 +114,7 @@ impl Outbox {
                     delivered: c.delivered.load(Ordering::Relaxed),
                     failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
                     gave_up: c.gave_up.load(Ordering::Relaxed),
+                    attempt_seconds: c.attempt_micros.load(Ordering::Relaxed) as f64 / 1e6,
                 }
             })
             .collect()
@@ -128,6 +133,7 @@ impl Outbox {
         };
         let handled = items.len();
         for item in items {
+            let started = std::time::Instant::now();
             let result = match item.topic {
                 Some(Topic::Mail) => deliverers.mail.deliver(&item).await,
                 Some(Topic::Job) => match deliverers.jobs.upgrade() {
@@ -142,6 +148,10 @@ impl Outbox {
             };
             let topic = item.topic.unwrap_or(Topic::Job);
             let counts = &self.counts[slot(topic)];
+            counts.attempt_micros.fetch_add(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             let delivery = match result {
                 Ok(()) => {
                     counts.delivered.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +228,16 @@ impl Outbox {
 fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(31));
     base.saturating_mul(factor).min(max)
+}
+
+/// Posts the webhook events of the outbox.
+pub struct WebhookDeliverer(pub crate::webhook::WebhookSender);
+
+#[async_trait]
+impl Deliverer for WebhookDeliverer {
+    async fn deliver(&self, item: &OutboxItem) -> Result<(), String> {
+        self.0.post(&item.payload).await
+    }
 }
 
 /// Sends the mails of the outbox through the configured transport.

@@ -4,9 +4,15 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use serde_json::{Value, json};
+
 use super::{
     AccountService, AuthService, Caller, ChangeRequest, Clock, ServiceError, ServiceResult,
-    UserDraft, directory::Directory, input::ValidChanges, security::SecurityEvent,
+    UserDraft,
+    audit::{action, change_details},
+    directory::Directory,
+    input::ValidChanges,
+    security::SecurityEvent,
 };
 use crate::{
     auth::random_token,
@@ -16,7 +22,7 @@ use crate::{
         DashboardStats, Email, EndSessions, FieldError, NewUser, User, UserChanges, UserId,
         UserQuery, fold_email,
     },
-    store::{SideEffects, StoreError, UserChunks, UserStore},
+    store::{AuditRecord, AuditTarget, SideEffects, StoreError, UserChunks, UserStore},
 };
 
 /// A page of a list, by offset (`page`, `pages` and `total` set) or by cursor.
@@ -80,21 +86,43 @@ impl UserService {
             email_verified: Some(false),
             ..draft
         };
-        self.create_one(draft, true).await
+        self.create_one(draft, true, None, "register").await
     }
 
     pub async fn create(&self, caller: &Caller, draft: UserDraft) -> ServiceResult<User> {
         caller.require_superuser()?;
-        self.create_one(draft, false).await
+        self.create_one(draft, false, Some(caller.id()), "admin")
+            .await
     }
 
     /// Creates one user; `verify` mails a verification link to an unverified address in
     /// the same transaction (registration).
-    async fn create_one(&self, draft: UserDraft, verify: bool) -> ServiceResult<User> {
+    async fn create_one(
+        &self,
+        draft: UserDraft,
+        verify: bool,
+        actor: Option<UserId>,
+        via: &str,
+    ) -> ServiceResult<User> {
         let valid = draft.validate().map_err(ServiceError::Invalid)?;
         let effects = match verify && !valid.email_verified {
             true => self.account.verification(&valid.email, None)?,
             false => SideEffects::default(),
+        };
+        let created = self.auth.audit.record(
+            action::USER_CREATED,
+            actor,
+            AuditTarget::Changed,
+            json!({
+                "via": via,
+                "email": valid.email.as_str(),
+                "is_active": valid.is_active,
+                "is_superuser": valid.is_superuser,
+            }),
+        );
+        let effects = SideEffects {
+            audit: vec![created],
+            ..effects
         };
         let sends = !effects.outbox.is_empty();
         let hashed_password = self.auth.hash(valid.password.expose()).await?;
@@ -171,7 +199,13 @@ impl UserService {
                 created_at: Some(now),
             })
             .collect();
-        match self.directory.create_many(new_users).await {
+        let event = self.auth.audit.record(
+            action::USER_CREATED,
+            Some(caller.id()),
+            AuditTarget::Changed,
+            json!({"via": "bulk"}),
+        );
+        match self.directory.create_many(new_users, vec![event]).await {
             Ok(users) => Ok(users),
             // Someone took an email between the check and the insert.
             Err(StoreError::EmailTaken) => {
@@ -304,6 +338,7 @@ impl UserService {
         let current_email = current.as_deref().map(|u| u.email.clone());
         let user = self
             .apply(
+                caller,
                 id,
                 valid,
                 ends.then_some(EndSessions::All),
@@ -375,12 +410,13 @@ impl UserService {
             .password
             .is_some()
             .then(|| EndSessions::AllExcept(caller.session_id.clone()));
-        self.apply(caller.id(), valid, ends, Some(&caller.user.email))
+        self.apply(caller, caller.id(), valid, ends, Some(&caller.user.email))
             .await
     }
 
     async fn apply(
         &self,
+        caller: &Caller,
         id: UserId,
         valid: ValidChanges,
         end_sessions: Option<EndSessions>,
@@ -400,6 +436,10 @@ impl UserService {
             _ => SideEffects::default(),
         };
         let sends = !effects.outbox.is_empty();
+        let effects = SideEffects {
+            audit: self.change_events(caller, id, &valid, email_verified, end_sessions.is_some()),
+            ..effects
+        };
         let hashed_password = match &valid.password {
             Some(p) => Some(self.auth.hash(p.expose()).await?),
             None => None,
@@ -421,6 +461,71 @@ impl UserService {
         Ok(user)
     }
 
+    /// The events of a change to user `id`: `user.updated` naming every changed field
+    /// (values but the password's), `password.changed`, `session.revoked`.
+    fn change_events(
+        &self,
+        caller: &Caller,
+        id: UserId,
+        valid: &ValidChanges,
+        email_verified: Option<bool>,
+        ends_sessions: bool,
+    ) -> Vec<AuditRecord> {
+        let audit = &self.auth.audit;
+        let mut fields: Vec<(&str, Option<Value>)> = Vec::new();
+        if let Some(email) = &valid.email {
+            fields.push(("email", Some(json!(email.as_str()))));
+        }
+        if let Some(name) = &valid.full_name {
+            let name = name.as_ref().map(|n| n.clone().into_inner());
+            fields.push(("full_name", Some(json!(name))));
+        }
+        if valid.password.is_some() {
+            fields.push(("password", None));
+        }
+        if let Some(active) = valid.is_active {
+            fields.push(("is_active", Some(json!(active))));
+        }
+        if let Some(superuser) = valid.is_superuser {
+            fields.push(("is_superuser", Some(json!(superuser))));
+        }
+        if let Some(verified) = email_verified {
+            fields.push(("email_verified", Some(json!(verified))));
+        }
+        let actor = Some(caller.id());
+        let mut events = Vec::new();
+        if !fields.is_empty() {
+            events.push(audit.record(
+                action::USER_UPDATED,
+                actor,
+                AuditTarget::Changed,
+                change_details(&fields),
+            ));
+        }
+        if valid.password.is_some() {
+            let by = if caller.id() == id {
+                "self"
+            } else {
+                "superuser"
+            };
+            events.push(audit.record(
+                action::PASSWORD_CHANGED,
+                actor,
+                AuditTarget::Changed,
+                json!({ "by": by }),
+            ));
+        }
+        if ends_sessions {
+            let reason = match (valid.password.is_some(), caller.id() == id) {
+                (true, true) => "own password changed: every other session ended",
+                (true, false) => "password set by a superuser: every session ended",
+                _ => "account deactivated: every session ended",
+            };
+            events.push(self.auth.revoked(actor, reason));
+        }
+        events
+    }
+
     /// A superuser deletes another account (never their own, never the last active
     /// superuser).
     pub async fn delete(&self, caller: &Caller, id: UserId) -> ServiceResult<()> {
@@ -430,7 +535,13 @@ impl UserService {
                 "You cannot delete your own account.",
             ));
         }
-        self.directory.delete(id).await?;
+        let event = self.auth.audit.record(
+            action::USER_DELETED,
+            Some(caller.id()),
+            AuditTarget::Changed,
+            json!({}),
+        );
+        self.directory.delete(id, vec![event]).await?;
         Ok(())
     }
 
@@ -445,7 +556,7 @@ impl UserService {
             // The first superuser (and any made from the command line) is verified.
             email_verified: Some(true),
         };
-        match self.create_one(draft, false).await {
+        match self.create_one(draft, false, None, "first superuser").await {
             Ok(_) => Ok(true),
             Err(ServiceError::EmailTaken) => Ok(false),
             Err(e) => Err(e),

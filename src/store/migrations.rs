@@ -75,6 +75,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0009_outbox_and_tokens.sql"),
         fixup: None,
     },
+    Migration {
+        version: 10,
+        name: "audit_events",
+        sql: include_str!("../../migrations/sqlite/0010_audit_events.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
@@ -162,6 +168,12 @@ pub const POSTGRES: &[Migration] = &[
         version: 9,
         name: "outbox_and_tokens",
         sql: include_str!("../../migrations/postgres/0009_outbox_and_tokens.sql"),
+        fixup: None,
+    },
+    Migration {
+        version: 10,
+        name: "audit_events",
+        sql: include_str!("../../migrations/postgres/0010_audit_events.sql"),
         fixup: None,
     },
 ];

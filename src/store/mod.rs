@@ -1,5 +1,6 @@
 //! Storage behind one trait; the backend is picked at run time from DATABASE_URL.
 
+mod audit;
 pub mod migrations;
 mod outbox;
 #[cfg(feature = "sqlite")]
@@ -12,6 +13,9 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+pub use audit::{
+    ActionFilter, AuditEvent, AuditQuery, AuditRecord, AuditTarget, details_text, prefix_end,
+};
 pub use outbox::{
     Delivery, OutboxCounts, OutboxItem, OutboxMessage, SideEffects, TokenGrant, TokenKind,
     TokenOwner, Topic,
@@ -289,8 +293,13 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Creates a user and writes `effects` for it, in one transaction.
     async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError>;
-    /// All or nothing, in one transaction; users come back in input order.
-    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError>;
+    /// All or nothing, in one transaction; users come back in input order. Each record of
+    /// `audit` is written once per created user (`AuditTarget::Changed`).
+    async fn create_users(
+        &self,
+        users: Vec<NewUser>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Vec<User>, StoreError>;
     /// Those of `keys` (emails folded by `domain::fold_email`) that some user already has.
     async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError>;
     /// Every user matching the query's filter, in its sort order (paging ignored),
@@ -310,7 +319,7 @@ pub trait UserStore: Send + Sync + 'static {
         changes: UserChanges,
         effects: SideEffects,
     ) -> Result<User, StoreError>;
-    async fn delete_user(&self, id: UserId) -> Result<(), StoreError>;
+    async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
     /// Up to `limit` users of the query's filter and sort that come after `after`.
     async fn list_users_after(
@@ -334,14 +343,17 @@ pub trait UserStore: Send + Sync + 'static {
         &self,
         session: SessionRecord,
         first_token: NewRefreshToken,
+        audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError>;
     /// Spends the refresh token with `token_hash` and stores `next` in its session, in one
     /// transaction that reads and locks the session (reuse ends the session).
+    /// `reused` is written (for the token's user) when a replay ends the session.
     async fn rotate_refresh_token(
         &self,
         token_hash: &str,
         next: NewRefreshToken,
         now: DateTime<Utc>,
+        reused: AuditRecord,
     ) -> Result<Rotation, StoreError>;
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// A user's live sessions, newest first.
@@ -354,10 +366,12 @@ pub trait UserStore: Send + Sync + 'static {
     async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Ends the sessions in `scope` and their refresh tokens; returns whose they were
     /// (empty when nothing live matched).
+    /// `audit` is written once per user whose sessions ended (`AuditTarget::Changed`).
     async fn end_sessions(
         &self,
         scope: SessionScope,
         now: DateTime<Utc>,
+        audit: AuditRecord,
     ) -> Result<Vec<UserId>, StoreError>;
     /// Deletes up to `batch` rows of ended sessions and spent or expired refresh tokens;
     /// returns how many went.
@@ -369,11 +383,14 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<Option<(u32, DateTime<Utc>)>, StoreError>;
     /// Counts one failure: in the window that began after `window_opened_after`, or in a
     /// new one starting `now`. Returns the count and the window's start.
+    /// `audit.failed` is written with the count, and `audit.locked` too when the count
+    /// reaches `audit.limit`, in the same transaction.
     async fn record_login_failure(
         &self,
         email_key: &str,
         now: DateTime<Utc>,
         window_opened_after: DateTime<Utc>,
+        audit: FailureAudit,
     ) -> Result<(u32, DateTime<Utc>), StoreError>;
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError>;
     /// Forgets failure windows that began before `before`; returns how many went.
@@ -433,6 +450,19 @@ pub trait UserStore: Send + Sync + 'static {
     /// Deletes up to `batch` delivered or abandoned messages finished before `before`, and
     /// expired one-time tokens; returns how many rows went.
     async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
+    /// Events matching the query, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Deletes up to `batch` events older than `before`; returns how many went.
+    async fn prune_audit(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError>;
+}
+
+/// The events of a failed password check: always `failed`; `locked` as well when the
+/// count reaches `limit`.
+#[derive(Debug, Clone)]
+pub struct FailureAudit {
+    pub failed: AuditRecord,
+    pub locked: AuditRecord,
+    pub limit: u32,
 }
 
 /// Opens the backend named by the URL's scheme (only compiled-in backends can be named).

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::AuditRecord;
 use crate::domain::UserId;
 
 /// What a one-time token is for.
@@ -90,11 +91,16 @@ pub struct SideEffects {
     pub outbox: Vec<OutboxMessage>,
     /// Forget the failed-login count of the user's address (a password reset).
     pub clear_login_failures: bool,
+    /// Events of the change (`AuditTarget::Changed` is the user written).
+    pub audit: Vec<AuditRecord>,
 }
 
 impl SideEffects {
     pub fn is_empty(&self) -> bool {
-        self.token.is_none() && self.outbox.is_empty() && !self.clear_login_failures
+        self.token.is_none()
+            && self.outbox.is_empty()
+            && !self.clear_login_failures
+            && self.audit.is_empty()
     }
 }
 

@@ -13,12 +13,13 @@ use rusqlite::{
 use tokio::sync::Semaphore;
 
 use super::{
-    Delivery, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, MigrationReport, NewRefreshToken,
-    OutboxCounts, OutboxItem, OutboxMessage, PoolStatus, Rotation, RotationStep, SessionRecord,
-    SessionScope, SideEffects, StoreError, TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS,
-    UserChunks, UserCredentials, UserStore, dashboard_windows, keyset_sql, like_pattern,
+    ActionFilter, AuditEvent, AuditQuery, AuditRecord, Delivery, EXPORT_CHUNK_ROWS,
+    EXPORT_CHUNKS_AHEAD, FailureAudit, MigrationReport, NewRefreshToken, OutboxCounts, OutboxItem,
+    OutboxMessage, PoolStatus, Rotation, RotationStep, SessionRecord, SessionScope, SideEffects,
+    StoreError, TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS, UserChunks, UserCredentials,
+    UserStore, dashboard_windows, details_text, keyset_sql, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
-    order_by_sql, rotation_step, search_can_match,
+    order_by_sql, prefix_end, rotation_step, search_can_match,
 };
 use crate::{
     config::SqliteLocation,
@@ -613,7 +614,59 @@ fn write_effects(
             [user_id],
         )?;
     }
+    insert_audit(tx, &effects.audit, Some(user_id))?;
     insert_messages(tx, effects.outbox, now)
+}
+
+/// Writes events inside the caller's transaction, each with its webhook delivery when it
+/// wants one; `changed` is the user `AuditTarget::Changed` stands for.
+fn insert_audit(
+    tx: &Connection,
+    records: &[AuditRecord],
+    changed: Option<UserId>,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut webhooks = Vec::new();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_events (at, action, actor_id, actor_ip, target_id, request_id, details)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        )?;
+        for r in records {
+            let target_id = r.target_id(changed);
+            let id: i64 = insert.query_row(
+                params![
+                    micros(r.at),
+                    r.action,
+                    r.actor_id,
+                    r.actor_ip,
+                    target_id,
+                    r.request_id,
+                    details_text(&r.details)
+                ],
+                |row| row.get(0),
+            )?;
+            if r.webhook {
+                webhooks.push(event_of(id, r, target_id).webhook_message());
+            }
+        }
+    }
+    insert_messages(tx, webhooks, now_micros())
+}
+
+fn event_of(id: i64, r: &AuditRecord, target_id: Option<UserId>) -> AuditEvent {
+    AuditEvent {
+        id,
+        at: r.at,
+        action: r.action.to_string(),
+        actor_id: r.actor_id,
+        actor_ip: r.actor_ip.clone(),
+        target_id,
+        request_id: r.request_id.clone(),
+        details: r.details.clone(),
+    }
 }
 
 fn insert_messages(
@@ -638,7 +691,11 @@ fn insert_messages(
 
 /// Inserts `users` in one transaction with one prepared statement. The search index is fed
 /// once for the whole batch instead of by the per-row trigger.
-fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+fn insert_users(
+    conn: &mut Connection,
+    users: Vec<NewUser>,
+    audit: &[AuditRecord],
+) -> Result<Vec<User>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "UPDATE search_index_control SET paused = 1 WHERE id = 1",
@@ -687,6 +744,9 @@ fn insert_users(conn: &mut Connection, users: Vec<NewUser>) -> Result<Vec<User>,
         "UPDATE search_index_control SET paused = 0 WHERE id = 1",
         [],
     )?;
+    for user in &created {
+        insert_audit(&tx, audit, Some(user.id))?;
+    }
     tx.commit()?;
     Ok(created)
 }
@@ -808,7 +868,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+    async fn create_users(
+        &self,
+        users: Vec<NewUser>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Vec<User>, StoreError> {
         self.run_write(move |conn| {
             // Large loads touch index pages all over the file; a bigger page cache for the
             // duration makes a million-row seed much faster. Given back afterwards.
@@ -816,7 +880,7 @@ impl UserStore for SqliteStore {
             if large {
                 conn.execute_batch(&format!("PRAGMA cache_size = -{LARGE_BATCH_CACHE_KIB}"))?;
             }
-            let result = insert_users(conn, users);
+            let result = insert_users(conn, users, &audit);
             if large {
                 conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
             }
@@ -944,7 +1008,7 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+    async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
         self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let was_active_superuser = is_active_superuser(&tx, id)?;
@@ -956,6 +1020,7 @@ impl UserStore for SqliteStore {
             {
                 return Err(StoreError::LastActiveSuperuser);
             }
+            insert_audit(&tx, &audit, Some(id))?;
             tx.commit()?;
             Ok(())
         })
@@ -1084,6 +1149,7 @@ impl UserStore for SqliteStore {
         &self,
         session: SessionRecord,
         first_token: NewRefreshToken,
+        audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
         self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1100,6 +1166,7 @@ impl UserStore for SqliteStore {
                 ],
             )?;
             insert_token(&tx, &first_token, &session.id, session.user_id)?;
+            insert_audit(&tx, &audit, Some(session.user_id))?;
             tx.commit()?;
             Ok(())
         })
@@ -1111,6 +1178,7 @@ impl UserStore for SqliteStore {
         token_hash: &str,
         next: NewRefreshToken,
         now: DateTime<Utc>,
+        reused: AuditRecord,
     ) -> Result<Rotation, StoreError> {
         let token_hash = token_hash.to_string();
         // The single writer serialises rotations, logouts and revocations: the session's
@@ -1167,6 +1235,7 @@ impl UserStore for SqliteStore {
                     user_id,
                 } => {
                     end_session_rows(&tx, "id = ?1", params![session_id], now)?;
+                    insert_audit(&tx, std::slice::from_ref(&reused), Some(user_id))?;
                     Rotation::Refused {
                         decision: RefreshDecision::Replayed,
                         user_id: Some(user_id),
@@ -1227,6 +1296,7 @@ impl UserStore for SqliteStore {
         &self,
         scope: SessionScope,
         now: DateTime<Utc>,
+        audit: AuditRecord,
     ) -> Result<Vec<UserId>, StoreError> {
         self.run_write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1253,6 +1323,12 @@ impl UserStore for SqliteStore {
                     now,
                 )?,
             };
+            let mut whose = users.clone();
+            whose.sort_unstable();
+            whose.dedup();
+            for user_id in whose {
+                insert_audit(&tx, std::slice::from_ref(&audit), Some(user_id))?;
+            }
             tx.commit()?;
             Ok(users)
         })
@@ -1307,10 +1383,12 @@ impl UserStore for SqliteStore {
         email_key: &str,
         now: DateTime<Utc>,
         window_opened_after: DateTime<Utc>,
+        audit: FailureAudit,
     ) -> Result<(u32, DateTime<Utc>), StoreError> {
         let key = email_key.to_string();
         self.run_write(move |conn| {
-            Ok(conn.query_row(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let counted: (u32, DateTime<Utc>) = tx.query_row(
                 "INSERT INTO login_failures (email_key, failures, window_start) VALUES (?1, 1, ?2)
                  ON CONFLICT (email_key) DO UPDATE SET
                      failures = CASE WHEN window_start > ?3 THEN failures + 1 ELSE 1 END,
@@ -1318,7 +1396,13 @@ impl UserStore for SqliteStore {
                  RETURNING failures, window_start",
                 params![key, micros(now), micros(window_opened_after)],
                 |r| Ok((r.get::<_, u32>(0)?, timestamp(r, 1)?)),
-            )?)
+            )?;
+            insert_audit(&tx, std::slice::from_ref(&audit.failed), None)?;
+            if counted.0 == audit.limit {
+                insert_audit(&tx, std::slice::from_ref(&audit.locked), None)?;
+            }
+            tx.commit()?;
+            Ok(counted)
         })
         .await
     }
@@ -1551,6 +1635,79 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let query = query.clone();
+        self.run(move |conn| {
+            let mut conditions = Vec::new();
+            let mut values: Vec<Value> = Vec::new();
+            let mut push = |condition: &str, value: Value| {
+                values.push(value);
+                conditions.push(condition.replace('?', &format!("?{}", values.len())));
+            };
+            match &query.action {
+                Some(ActionFilter::Exact(action)) => {
+                    push("action = ?", Value::Text(action.clone()))
+                }
+                Some(ActionFilter::Prefix(prefix)) => {
+                    push("action >= ?", Value::Text(prefix.clone()));
+                    push("action < ?", Value::Text(prefix_end(prefix)));
+                }
+                None => {}
+            }
+            if let Some(id) = query.actor_id {
+                push("actor_id = ?", Value::Integer(id));
+            }
+            if let Some(id) = query.target_id {
+                push("target_id = ?", Value::Integer(id));
+            }
+            if let Some(after) = query.after {
+                push("at >= ?", Value::Integer(micros(after)));
+            }
+            if let Some(before) = query.before {
+                push("at < ?", Value::Integer(micros(before)));
+            }
+            if let Some(id) = query.before_id {
+                push("id < ?", Value::Integer(id));
+            }
+            let where_sql = match conditions.is_empty() {
+                true => String::new(),
+                false => format!("WHERE {}", conditions.join(" AND ")),
+            };
+            values.push(Value::Integer(i64::from(query.limit)));
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, at, action, actor_id, actor_ip, target_id, request_id, details
+                 FROM audit_events {where_sql} ORDER BY id DESC LIMIT ?{}",
+                values.len()
+            ))?;
+            let rows = stmt.query_map(params_from_iter(values), |r| {
+                let details: String = r.get(7)?;
+                Ok(AuditEvent {
+                    id: r.get(0)?,
+                    at: timestamp(r, 1)?,
+                    action: r.get(2)?,
+                    actor_id: r.get(3)?,
+                    actor_ip: r.get(4)?,
+                    target_id: r.get(5)?,
+                    request_id: r.get(6)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.run_write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM audit_events WHERE id IN (
+                     SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                params![micros(before), batch],
+            )? as u64)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -1569,7 +1726,7 @@ mod tests {
         )
         .unwrap();
         let report = apply_migrations(&mut conn, migrations::SQLITE).unwrap();
-        assert_eq!(report.applied, [4, 5, 6, 7, 8, 9]);
+        assert_eq!(report.applied, [4, 5, 6, 7, 8, 9, 10]);
         let keys: Vec<String> = conn
             .prepare("SELECT email_key FROM users ORDER BY id")
             .unwrap()

@@ -19,7 +19,7 @@ async fn seed_many(app: &TestApp, n: usize) {
             created_at: Some(start + Duration::seconds(i as i64)),
         })
         .collect();
-    app.store.create_users(users).await.unwrap();
+    app.store.create_users(users, Vec::new()).await.unwrap();
 }
 
 /// Every page of the list for `query`, concatenated.

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 use roster::{
     domain::{DashboardStats, Email, NewUser, Page, User, UserChanges, UserId, UserQuery},
     store::{
-        Delivery, MigrationReport, NewRefreshToken, OutboxCounts, OutboxItem, OutboxMessage,
-        PoolStatus, Rotation, SessionRecord, SessionScope, SideEffects, StoreError, TokenKind,
-        TokenOwner, UserChunks, UserCredentials, UserStore,
+        AuditEvent, AuditQuery, AuditRecord, Delivery, FailureAudit, MigrationReport,
+        NewRefreshToken, OutboxCounts, OutboxItem, OutboxMessage, PoolStatus, Rotation,
+        SessionRecord, SessionScope, SideEffects, StoreError, TokenKind, TokenOwner, UserChunks,
+        UserCredentials, UserStore,
     },
 };
 
@@ -111,8 +112,12 @@ impl UserStore for ObservedStore {
     async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
         self.inner.create_user(user, effects).await
     }
-    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
-        self.inner.create_users(users).await
+    async fn create_users(
+        &self,
+        users: Vec<NewUser>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Vec<User>, StoreError> {
+        self.inner.create_users(users, audit).await
     }
     async fn existing_email_keys(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
         self.inner.existing_email_keys(keys).await
@@ -148,8 +153,8 @@ impl UserStore for ObservedStore {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         self.inner.update_user(id, changes, effects).await
     }
-    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        self.inner.delete_user(id).await
+    async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
+        self.inner.delete_user(id, audit).await
     }
     async fn list_users_after(
         &self,
@@ -188,18 +193,22 @@ impl UserStore for ObservedStore {
         &self,
         session: SessionRecord,
         first_token: NewRefreshToken,
+        audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
         self.calls.check()?;
-        self.inner.open_session(session, first_token).await
+        self.inner.open_session(session, first_token, audit).await
     }
     async fn rotate_refresh_token(
         &self,
         token_hash: &str,
         next: NewRefreshToken,
         now: DateTime<Utc>,
+        reused: AuditRecord,
     ) -> Result<Rotation, StoreError> {
         self.calls.check()?;
-        self.inner.rotate_refresh_token(token_hash, next, now).await
+        self.inner
+            .rotate_refresh_token(token_hash, next, now, reused)
+            .await
     }
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.calls.check()?;
@@ -220,9 +229,10 @@ impl UserStore for ObservedStore {
         &self,
         scope: SessionScope,
         now: DateTime<Utc>,
+        audit: AuditRecord,
     ) -> Result<Vec<UserId>, StoreError> {
         self.calls.check()?;
-        self.inner.end_sessions(scope, now).await
+        self.inner.end_sessions(scope, now, audit).await
     }
     async fn prune_sessions(&self, now: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         self.inner.prune_sessions(now, batch).await
@@ -238,9 +248,10 @@ impl UserStore for ObservedStore {
         email_key: &str,
         now: DateTime<Utc>,
         window_opened_after: DateTime<Utc>,
+        audit: FailureAudit,
     ) -> Result<(u32, DateTime<Utc>), StoreError> {
         self.inner
-            .record_login_failure(email_key, now, window_opened_after)
+            .record_login_failure(email_key, now, window_opened_after, audit)
             .await
     }
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
@@ -314,5 +325,11 @@ impl UserStore for ObservedStore {
     }
     async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         self.inner.prune_outbox(before, batch).await
+    }
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_audit(query).await
+    }
+    async fn prune_audit(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        self.inner.prune_audit(before, batch).await
     }
 }

@@ -249,16 +249,16 @@ backend_tests! {
         // self-delete rule stops first; the store's own guard is checked here directly.
         let app = TestApp::spawn(backend).await;
         let me = app.get("/api/v1/users/me", Some(app.admin())).await.body["id"].as_i64().unwrap();
-        let err = app.store.delete_user(me).await.expect_err("the last active superuser stays");
+        let err = app.store.delete_user(me, Vec::new()).await.expect_err("the last active superuser stays");
         assert!(matches!(err, roster::store::StoreError::LastActiveSuperuser), "{err:?}");
         assert!(app.store.get_user(me).await.unwrap().is_some());
         // An inactive superuser does not count; an active one does.
         app.create_user("idle-admin@example.com", "password-123", true).await;
         let idle = app.store.find_credentials_by_email(&Email::parse("idle-admin@example.com").unwrap()).await.unwrap().unwrap().user.id;
         app.patch(&format!("/api/v1/users/{idle}"), Some(app.admin()), json!({"is_active": false})).await;
-        assert!(matches!(app.store.delete_user(me).await, Err(roster::store::StoreError::LastActiveSuperuser)));
+        assert!(matches!(app.store.delete_user(me, Vec::new()).await, Err(roster::store::StoreError::LastActiveSuperuser)));
         app.create_user("other-admin@example.com", "password-123", true).await;
-        app.store.delete_user(me).await.expect("another active superuser remains");
+        app.store.delete_user(me, Vec::new()).await.expect("another active superuser remains");
         assert!(app.store.get_user(me).await.unwrap().is_none());
     }
 

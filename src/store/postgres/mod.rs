@@ -20,13 +20,14 @@ use barrier::ReadBarrier;
 use listener::{Applied, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users, run_listener};
 
 use super::{
-    CoherenceStats, Delivery, EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD,
-    InvalidationHandler, ListenerHealth, MigrationReport, NewRefreshToken, OutboxCounts,
-    OutboxItem, OutboxMessage, PoolStatus, Rotation, RotationStep, SessionRecord, SessionScope,
-    SideEffects, StoreError, TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS, UserChunks,
-    UserCredentials, UserStore, dashboard_windows, like_pattern,
+    ActionFilter, AuditEvent, AuditQuery, AuditRecord, CoherenceStats, Delivery,
+    EMAIL_UNIQUE_INDEX, EXPORT_CHUNK_ROWS, EXPORT_CHUNKS_AHEAD, FailureAudit, InvalidationHandler,
+    ListenerHealth, MigrationReport, NewRefreshToken, OutboxCounts, OutboxItem, OutboxMessage,
+    PoolStatus, Rotation, RotationStep, SessionRecord, SessionScope, SideEffects, StoreError,
+    TokenKind, TokenOwner, TokenRow, Topic, USER_COLUMNS, UserChunks, UserCredentials, UserStore,
+    dashboard_windows, details_text, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
-    order_by_sql, rotation_step, search_can_match, sort_key_sql,
+    order_by_sql, prefix_end, rotation_step, search_can_match, sort_key_sql,
 };
 use crate::domain::{
     DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortDirection,
@@ -135,7 +136,85 @@ async fn write_effects(
         .execute(&mut *tx)
         .await?;
     }
+    insert_audit(tx, &effects.audit, &[user_id]).await?;
     insert_messages(tx, effects.outbox, now).await
+}
+
+/// Writes each of `records` once per user of `changed` (who `AuditTarget::Changed` stands
+/// for), in one statement, with the webhook deliveries of those that want one.
+async fn insert_audit(
+    tx: &mut sqlx::PgConnection,
+    records: &[AuditRecord],
+    changed: &[UserId],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(&AuditRecord, Option<UserId>)> = if changed.is_empty() {
+        records.iter().map(|r| (r, r.target_id(None))).collect()
+    } else {
+        changed
+            .iter()
+            .flat_map(|id| records.iter().map(move |r| (r, r.target_id(Some(*id)))))
+            .collect()
+    };
+    let n = pairs.len();
+    let (mut at, mut action, mut actor, mut ip, mut target, mut request, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (r, target_id) in &pairs {
+        at.push(r.at);
+        action.push(r.action);
+        actor.push(r.actor_id);
+        ip.push(r.actor_ip.clone());
+        target.push(*target_id);
+        request.push(r.request_id.clone());
+        details.push(details_text(&r.details));
+    }
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO audit_events (at, action, actor_id, actor_ip, target_id, request_id, details)
+         SELECT a, c, o, p, t, q, d::jsonb
+         FROM unnest($1::timestamptz[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
+                     $6::text[], $7::text[]) WITH ORDINALITY AS e(a, c, o, p, t, q, d, i)
+         ORDER BY i
+         RETURNING id",
+    )
+    .bind(at)
+    .bind(action)
+    .bind(actor)
+    .bind(ip)
+    .bind(target)
+    .bind(request)
+    .bind(details)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Ids are drawn in input order, so sorting them restores it.
+    ids.sort_unstable();
+    let webhooks: Vec<OutboxMessage> = pairs
+        .iter()
+        .zip(ids)
+        .filter(|((r, _), _)| r.webhook)
+        .map(|((r, target_id), id)| {
+            AuditEvent {
+                id,
+                at: r.at,
+                action: r.action.to_string(),
+                actor_id: r.actor_id,
+                actor_ip: r.actor_ip.clone(),
+                target_id: *target_id,
+                request_id: r.request_id.clone(),
+                details: r.details.clone(),
+            }
+            .webhook_message()
+        })
+        .collect();
+    insert_messages(tx, webhooks, now_micros()).await
 }
 
 async fn insert_messages(
@@ -666,7 +745,11 @@ impl UserStore for PostgresStore {
         Ok(user)
     }
 
-    async fn create_users(&self, users: Vec<NewUser>) -> Result<Vec<User>, StoreError> {
+    async fn create_users(
+        &self,
+        users: Vec<NewUser>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Vec<User>, StoreError> {
         let now = now_micros();
         let mut emails = Vec::with_capacity(users.len());
         let mut keys = Vec::with_capacity(users.len());
@@ -713,6 +796,7 @@ impl UserStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         created.sort_by_key(|u| u.id);
         let ids: Vec<UserId> = created.iter().map(|u| u.id).collect();
+        insert_audit(&mut tx, &audit, &ids).await?;
         notify_users(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(created)
@@ -816,7 +900,7 @@ impl UserStore for PostgresStore {
         Ok(user)
     }
 
-    async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+    async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let was_active_superuser = is_active_superuser(&mut tx, id).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -829,6 +913,7 @@ impl UserStore for PostgresStore {
         if needs_another_active_superuser(was_active_superuser, false) {
             ensure_active_superuser_remains(&mut tx).await?;
         }
+        insert_audit(&mut tx, &audit, &[id]).await?;
         notify_users(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(())
@@ -945,6 +1030,7 @@ impl UserStore for PostgresStore {
         &self,
         session: SessionRecord,
         first_token: NewRefreshToken,
+        audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -960,6 +1046,7 @@ impl UserStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         insert_token(&mut tx, &first_token, &session.id, session.user_id).await?;
+        insert_audit(&mut tx, &audit, &[session.user_id]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -969,6 +1056,7 @@ impl UserStore for PostgresStore {
         token_hash: &str,
         next: NewRefreshToken,
         now: DateTime<Utc>,
+        reused: AuditRecord,
     ) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The session row first, locked: rotations, logouts and revocations of one session
@@ -1048,6 +1136,7 @@ impl UserStore for PostgresStore {
                     now,
                 )
                 .await?;
+                insert_audit(&mut tx, std::slice::from_ref(&reused), &[user_id]).await?;
                 // Other instances must stop accepting the session's access tokens too.
                 notify_users(&mut tx, &[user_id]).await?;
                 Rotation::Refused {
@@ -1104,10 +1193,15 @@ impl UserStore for PostgresStore {
         &self,
         scope: SessionScope,
         now: DateTime<Utc>,
+        audit: AuditRecord,
     ) -> Result<Vec<UserId>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let users = end_session_rows(&mut tx, scope, now).await?;
         if !users.is_empty() {
+            let mut whose = users.clone();
+            whose.sort_unstable();
+            whose.dedup();
+            insert_audit(&mut tx, std::slice::from_ref(&audit), &whose).await?;
             notify_users(&mut tx, &users).await?;
         }
         tx.commit().await?;
@@ -1162,7 +1256,9 @@ impl UserStore for PostgresStore {
         email_key: &str,
         now: DateTime<Utc>,
         window_opened_after: DateTime<Utc>,
+        audit: FailureAudit,
     ) -> Result<(u32, DateTime<Utc>), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let (n, at): (i32, DateTime<Utc>) = sqlx::query_as(
             "INSERT INTO login_failures AS f (email_key, failures, window_start) VALUES ($1, 1, $2)
              ON CONFLICT (email_key) DO UPDATE SET
@@ -1173,9 +1269,16 @@ impl UserStore for PostgresStore {
         .bind(email_key)
         .bind(now)
         .bind(window_opened_after)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok((u32::try_from(n).unwrap_or(0), at))
+        let n = u32::try_from(n).unwrap_or(0);
+        let mut events = vec![audit.failed];
+        if n == audit.limit {
+            events.push(audit.locked);
+        }
+        insert_audit(&mut tx, &events, &[]).await?;
+        tx.commit().await?;
+        Ok((n, at))
     }
 
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
@@ -1395,5 +1498,68 @@ impl UserStore for PostgresStore {
         .await?
         .rows_affected();
         Ok(messages + tokens)
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, at, action, actor_id, actor_ip, target_id, request_id, details::text
+             FROM audit_events WHERE TRUE",
+        );
+        match &query.action {
+            Some(ActionFilter::Exact(action)) => {
+                qb.push(" AND action = ").push_bind(action.clone());
+            }
+            Some(ActionFilter::Prefix(prefix)) => {
+                qb.push(" AND action >= ").push_bind(prefix.clone());
+                qb.push(" AND action < ").push_bind(prefix_end(prefix));
+            }
+            None => {}
+        }
+        if let Some(id) = query.actor_id {
+            qb.push(" AND actor_id = ").push_bind(id);
+        }
+        if let Some(id) = query.target_id {
+            qb.push(" AND target_id = ").push_bind(id);
+        }
+        if let Some(after) = query.after {
+            qb.push(" AND at >= ").push_bind(after);
+        }
+        if let Some(before) = query.before {
+            qb.push(" AND at < ").push_bind(before);
+        }
+        if let Some(id) = query.before_id {
+            qb.push(" AND id < ").push_bind(id);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let details: String = r.try_get(7)?;
+                Ok(AuditEvent {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    actor_id: r.try_get(3)?,
+                    actor_ip: r.try_get(4)?,
+                    target_id: r.try_get(5)?,
+                    request_id: r.try_get(6)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (
+                 SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
