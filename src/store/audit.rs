@@ -68,7 +68,8 @@ impl AuditEvent {
             }),
             payload: json!({
                 "id": self.id,
-                "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                // As the API writes it.
+                "at": self.at.to_rfc3339(),
                 "action": self.action,
                 "actor_id": self.actor_id,
                 "actor_ip": self.actor_ip,

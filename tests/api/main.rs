@@ -2,6 +2,7 @@
 
 mod abuse;
 mod account;
+mod audit;
 mod auth;
 mod bulk;
 mod cache;
@@ -25,6 +26,7 @@ mod sessions;
 mod smtp_sink;
 mod users;
 mod users_list;
+mod webhook_receiver;
 
 /// In CI the PostgreSQL half of the suite must run, never silently skip.
 #[cfg(feature = "postgres")]
