@@ -10,7 +10,7 @@ use roster::{app::LaunchOptions, service::Clock};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDatabase, backend_tests},
+    helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, TestDatabase, backend_tests},
     smtp_sink::SmtpSink,
     webhook_receiver::Receiver,
 };
