@@ -125,9 +125,20 @@ impl AppMetrics {
                 (f.attempt_seconds * 1e6) as u64,
             );
         }
-        if let Some(backlog) = activity.outbox_backlog {
+        if let Some(backlog) = &activity.outbox_backlog {
             self.gauge("outbox_pending_messages", vec![], backlog.pending as f64);
             self.gauge("outbox_failed_messages", vec![], backlog.failed as f64);
+            // Every topic, so a drained topic reads 0 rather than its last value.
+            for topic in ["mail", "webhook", "job"] {
+                let (pending, failed) = backlog
+                    .by_topic
+                    .iter()
+                    .find(|(t, _, _)| t == topic)
+                    .map_or((0, 0), |(_, p, f)| (*p, *f));
+                let label = || vec![Label::new("topic", topic)];
+                self.gauge("outbox_topic_pending_messages", label(), pending as f64);
+                self.gauge("outbox_topic_failed_messages", label(), failed as f64);
+            }
         }
         for (event, count) in &activity.security_events {
             self.counter_absolute(

@@ -126,9 +126,56 @@ pub enum Delivery {
     GaveUp { error: String },
 }
 
-/// Messages not yet delivered, and those given up on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Messages not yet delivered, and those given up on: in all, and per topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxCounts {
     pub pending: u64,
     pub failed: u64,
+    /// `(topic, pending, failed)` for every topic with either.
+    pub by_topic: Vec<(String, u64, u64)>,
+}
+
+impl OutboxCounts {
+    /// Totals and per-topic figures from `(topic, status, count)` rows.
+    pub fn from_rows(rows: Vec<(String, String, u64)>) -> Self {
+        let mut counts = Self::default();
+        for (topic, status, n) in rows {
+            let entry = match counts.by_topic.iter().position(|(t, _, _)| *t == topic) {
+                Some(i) => &mut counts.by_topic[i],
+                None => {
+                    counts.by_topic.push((topic, 0, 0));
+                    let last = counts.by_topic.len() - 1;
+                    &mut counts.by_topic[last]
+                }
+            };
+            if status == "pending" {
+                entry.1 += n;
+                counts.pending += n;
+            } else {
+                entry.2 += n;
+                counts.failed += n;
+            }
+        }
+        counts.by_topic.sort();
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_per_topic_and_in_all() {
+        let counts = OutboxCounts::from_rows(vec![
+            ("webhook".into(), "pending".into(), 3),
+            ("mail".into(), "pending".into(), 1),
+            ("webhook".into(), "failed".into(), 2),
+        ]);
+        assert_eq!((counts.pending, counts.failed), (4, 2));
+        assert_eq!(
+            counts.by_topic,
+            [("mail".to_string(), 1, 0), ("webhook".to_string(), 3, 2)]
+        );
+    }
 }

@@ -1602,17 +1602,16 @@ impl UserStore for SqliteStore {
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.run(|conn| {
-            Ok(conn.query_row(
-                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
-                        (SELECT COUNT(*) FROM outbox WHERE status = 'failed')",
-                [],
-                |r| {
-                    Ok(OutboxCounts {
-                        pending: count(r.get(0)?),
-                        failed: count(r.get(1)?),
-                    })
-                },
-            )?)
+            // Each half reads its own partial index, never the delivered rows.
+            let mut stmt = conn.prepare_cached(
+                "SELECT topic, 'pending', COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY topic
+                 UNION ALL
+                 SELECT topic, 'failed', COUNT(*) FROM outbox WHERE status = 'failed' GROUP BY topic",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, count(r.get(2)?))))?;
+            Ok(OutboxCounts::from_rows(
+                rows.collect::<rusqlite::Result<Vec<_>>>()?,
+            ))
         })
         .await
     }

@@ -294,6 +294,7 @@ backend_tests! {
         let metrics = app.get("/metrics", None).await.text;
         assert!(metrics.contains("outbox_failed_attempts_total{topic=\"webhook\"}"), "{metrics}");
         assert!(metrics.contains("outbox_attempt_microseconds_total{topic=\"webhook\"}"));
+        assert!(metrics.contains("outbox_topic_pending_messages{topic=\"webhook\"}"), "{metrics}");
     }
 
     async fn a_bulk_of_a_thousand_users_reaches_the_receiver_once_each_and_kinds_filter(backend) {

@@ -1465,17 +1465,17 @@ impl UserStore for PostgresStore {
     }
 
     async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        let (pending, failed): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE status = 'pending'),
-                    COUNT(*) FILTER (WHERE status = 'failed')
-             FROM outbox WHERE status <> 'sent'",
+        // Each half reads its own partial index, never the delivered rows.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT topic, 'pending', COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY topic
+             UNION ALL
+             SELECT topic, 'failed', COUNT(*) FROM outbox WHERE status = 'failed' GROUP BY topic",
         )
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(OutboxCounts {
-            pending: count(pending),
-            failed: count(failed),
-        })
+        Ok(OutboxCounts::from_rows(
+            rows.into_iter().map(|(t, s, n)| (t, s, count(n))).collect(),
+        ))
     }
 
     async fn prune_outbox(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
