@@ -127,9 +127,17 @@ async fn build_state(
 
 /// The whole HTTP application for `state`, with `extra` routes inside every layer.
 fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static {
-    let api = api::service();
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let spec_text = api::spec_json();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(spec_text.clone())
+    });
+    let docs_html = Arc::new(api::swagger_ui_html());
+    let docs = move || {
+        let html = docs_html.clone();
+        poem::endpoint::make_sync(move |_| poem::web::Html(html.as_str().to_string()))
+    };
     let settings = &state.settings;
     let observe = Observe {
         trust_proxy_headers: settings.trust_proxy_headers,
@@ -148,9 +156,10 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
         max_bytes: settings.max_body_bytes,
     };
     extra
-        .nest("/docs", docs)
+        .at("/docs", docs())
+        .at("/docs/", docs())
         .at("/openapi.json", spec)
-        .nest("/", api)
+        .nest("/", api::service())
         .data(state)
         .with(body_limit)
         .with(timeout)

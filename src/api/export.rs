@@ -52,8 +52,9 @@ impl IntoResponse for ExportFile {
 
 impl ApiResponse for ExportFile {
     fn meta() -> MetaResponses {
-        let binary =
-            || MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "binary")));
+        // Text, not `binary`: generated clients then hand back a string (a `binary` text
+        // body makes openapi-python-client wrap `response.text` in a bytes buffer, which fails).
+        let text = || MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")));
         MetaResponses {
             responses: vec![MetaResponse {
                 description: "The matching users: CSV with a header row, or one User JSON object per line.",
@@ -62,11 +63,11 @@ impl ApiResponse for ExportFile {
                 content: vec![
                     MetaMediaType {
                         content_type: CSV_CONTENT_TYPE,
-                        schema: binary(),
+                        schema: text(),
                     },
                     MetaMediaType {
                         content_type: NDJSON_CONTENT_TYPE,
-                        schema: binary(),
+                        schema: text(),
                     },
                 ],
                 headers: vec![MetaHeader {

@@ -90,9 +90,60 @@ pub fn service() -> OpenApiService<RosterApi, ()> {
     .description(DESCRIPTION)
 }
 
-/// The OpenAPI document, exactly as served at `/openapi.json`.
+/// The OpenAPI document, exactly as served at `/openapi.json` (and shown at `/docs`).
 pub fn spec_json() -> String {
-    service().spec()
+    inline_enum_parameters(&service().spec())
+}
+
+/// Swagger UI's page, showing `spec_json()`.
+pub fn swagger_ui_html() -> String {
+    let api = service();
+    api.swagger_ui_html().replace(&api.spec(), &spec_json())
+}
+
+/// poem-openapi writes a parameter of an enum type with a default as
+/// `allOf: [{$ref: Enum}, {default: …}]`, which client generators refuse
+/// (openapi-python-client: "Cannot take allOf a non-object"; the operation is skipped).
+/// Such parameters get the enum inline instead, with its values, description and the
+/// default beside them.
+fn inline_enum_parameters(spec: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_string();
+    };
+    let schemas = doc["components"]["schemas"].clone();
+    let operations = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|ops| ops.values_mut());
+    for op in operations {
+        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+            continue;
+        };
+        for param in params {
+            let schema = &mut param["schema"];
+            let target = schema
+                .get("allOf")
+                .and_then(|parts| parts.as_array())
+                .and_then(|parts| {
+                    parts.iter().find_map(|p| {
+                        p.get("$ref")?
+                            .as_str()?
+                            .strip_prefix("#/components/schemas/")
+                    })
+                })
+                .and_then(|name| schemas.get(name))
+                .filter(|target| target.get("enum").is_some());
+            let Some(target) = target else { continue };
+            let mut inline = target.clone();
+            if let Some(default) = schema.get("default").cloned() {
+                inline["default"] = default;
+            }
+            *schema = inline;
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
 }
 
 #[derive(ApiResponse)]
@@ -129,6 +180,36 @@ mod tests {
             size["schema"]["maximum"].as_f64(),
             Some(MAX_PAGE_SIZE as f64)
         );
+    }
+
+    /// Enum parameters are inline (generators refuse `allOf` of an enum) and keep their
+    /// values, description and default; nothing else of the document changes.
+    #[test]
+    fn enum_parameters_are_inline_with_their_default() {
+        let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap();
+        let sort = spec["paths"]["/api/v1/users"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "sort")
+            .unwrap();
+        assert_eq!(sort["schema"]["default"], "-created_at");
+        assert_eq!(sort["schema"]["type"], "string");
+        assert_eq!(sort["schema"]["enum"].as_array().unwrap().len(), 8);
+        assert!(sort["schema"]["description"].is_string());
+        let parameters = spec["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|ops| ops.as_object().unwrap().values())
+            .filter_map(|op| op["parameters"].as_array())
+            .flatten();
+        for param in parameters {
+            assert!(param["schema"].get("allOf").is_none(), "{param}");
+        }
+        let original: serde_json::Value = serde_json::from_str(&service().spec()).unwrap();
+        assert_eq!(spec["components"], original["components"]);
+        assert_eq!(spec["tags"], original["tags"]);
     }
 
     /// The login bucket names routes that exist, as POST operations.
