@@ -52,6 +52,19 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Copy a SQLite database to FILE while it may be served (consistent; checked with
+    /// integrity_check). On PostgreSQL use pg_dump.
+    Backup {
+        /// A new file for the copy.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Replace the SQLite database with a backup (refused while a server holds the file).
+    Restore {
+        /// The backup to restore.
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
     /// Insert realistic TEST data fast (benchmarks, demos). Every seeded user gets the
     /// password "seeded-password", from one hash computed once: never use on real data.
     Seed {
@@ -120,6 +133,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             seed_users(settings, &options).await
         }
         Command::RotateJwtSecret => rotate_jwt_secret(settings).await,
+        Command::Backup { to } => backup(&settings, &to),
+        Command::Restore { from } => restore(&settings, &from),
         Command::Openapi | Command::Healthcheck { .. } => Ok(()),
     }
 }
@@ -131,6 +146,7 @@ fn probe(url: &str) -> Result<(), String> {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
+    let _owner = own(&settings, "roster serve")?;
     let bind_addr = settings.bind_addr;
     // Bind first: a bootstrap admin whose password could not be shown would lock users out.
     let acceptor = app::bind(bind_addr)
@@ -208,6 +224,7 @@ async fn open_store(settings: &Settings) -> Result<std::sync::Arc<dyn store::Use
 }
 
 async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), String> {
+    let _owner = own(&settings, "roster seed")?;
     let store = open_store(&settings).await?;
     store
         .migrate()
@@ -222,6 +239,79 @@ async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), Str
     );
     store.close().await;
     Ok(())
+}
+
+/// The SQLite file of the configuration, when it is one.
+fn sqlite_file(settings: &Settings) -> Option<&std::path::Path> {
+    match &settings.database_url {
+        #[cfg(feature = "sqlite")]
+        crate::config::DatabaseUrl::Sqlite(crate::config::SqliteLocation::File(path)) => {
+            Some(path.as_path())
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Holds the SQLite file for a command that must be alone on it (serve, seed, restore);
+/// nothing to hold for PostgreSQL or an in-memory database.
+fn own(settings: &Settings, what: &str) -> Result<Option<Box<dyn std::any::Any>>, String> {
+    match sqlite_file(settings) {
+        #[cfg(feature = "sqlite")]
+        Some(path) => Ok(Some(Box::new(store::sqlite_files::claim(path, what)?))),
+        _ => Ok(None),
+    }
+}
+
+const PG_DUMP_HINT: &str = "on PostgreSQL use its own tools: pg_dump --format=custom --file=roster.dump \"$DATABASE_URL\", and pg_restore --clean --dbname=\"$DATABASE_URL\" roster.dump";
+
+fn backup(settings: &Settings, to: &std::path::Path) -> Result<(), String> {
+    let Some(db) = sqlite_file(settings) else {
+        return Err(format!("roster backup copies SQLite files; {PG_DUMP_HINT}"));
+    };
+    #[cfg(feature = "sqlite")]
+    {
+        let copied = store::sqlite_files::backup(db, to)?;
+        println!(
+            "Backed up {} to {} ({} users, schema version {}; integrity_check: ok).",
+            db.display(),
+            to.display(),
+            copied.users,
+            copied.schema_version
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = (db, to);
+        Err(PG_DUMP_HINT.into())
+    }
+}
+
+fn restore(settings: &Settings, from: &std::path::Path) -> Result<(), String> {
+    let Some(db) = sqlite_file(settings) else {
+        return Err(format!(
+            "roster restore replaces SQLite files; {PG_DUMP_HINT}"
+        ));
+    };
+    #[cfg(feature = "sqlite")]
+    {
+        let owner = store::sqlite_files::claim(db, "roster restore")?;
+        let copied = store::sqlite_files::restore(from, db, &owner)?;
+        println!(
+            "Restored {} from {} ({} users, schema version {}).",
+            db.display(),
+            from.display(),
+            copied.users,
+            copied.schema_version
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        let _ = (db, from);
+        Err(PG_DUMP_HINT.into())
+    }
 }
 
 async fn rotate_jwt_secret(settings: Settings) -> Result<(), String> {

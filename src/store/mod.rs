@@ -5,6 +5,8 @@ pub mod migrations;
 mod outbox;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_files;
 
 #[cfg(feature = "postgres")]
 mod postgres;

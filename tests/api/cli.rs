@@ -15,6 +15,8 @@ fn roster(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
+        // Never a fixed port: a developer's own server may be on the default one.
+        .env("BIND_ADDR", "127.0.0.1:0")
         .env("ARGON2_MEMORY_KIB", "8")
         .env("ARGON2_ITERATIONS", "1")
         .output()
@@ -198,6 +200,8 @@ fn help_lists_every_command() {
         "seed",
         "openapi",
         "healthcheck",
+        "backup",
+        "restore",
     ] {
         assert!(help.contains(command), "--help lacks {command}: {help}");
     }

@@ -13,6 +13,8 @@ mod errors;
 mod export;
 #[cfg(feature = "sqlite")]
 mod faults;
+#[cfg(feature = "sqlite")]
+mod files;
 mod health;
 mod helpers;
 mod instances;
