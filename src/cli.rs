@@ -256,11 +256,12 @@ fn sqlite_file(settings: &Settings) -> Option<&std::path::Path> {
 /// Holds the SQLite file for a command that must be alone on it (serve, seed, restore);
 /// nothing to hold for PostgreSQL or an in-memory database.
 fn own(settings: &Settings, what: &str) -> Result<Option<Box<dyn std::any::Any>>, String> {
-    match sqlite_file(settings) {
-        #[cfg(feature = "sqlite")]
-        Some(path) => Ok(Some(Box::new(store::sqlite_files::claim(path, what)?))),
-        _ => Ok(None),
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = sqlite_file(settings) {
+        return Ok(Some(Box::new(store::sqlite_files::claim(path, what)?)));
     }
+    let _ = (settings, what);
+    Ok(None)
 }
 
 const PG_DUMP_HINT: &str = "on PostgreSQL use its own tools: pg_dump --format=custom --file=roster.dump \"$DATABASE_URL\", and pg_restore --clean --dbname=\"$DATABASE_URL\" roster.dump";
