@@ -14,8 +14,26 @@ use crate::{
     store, telemetry,
 };
 
+const ENVIRONMENT_HELP: &str = "\
+Configuration comes from the environment (and a .env file); the main variables:
+  DATABASE_URL      sqlite://roster.db (default), sqlite::memory:, postgres://…
+  BIND_ADDR         127.0.0.1:8000
+  JWT_SECRET        generated once and stored in the database when unset
+  FIRST_SUPERUSER_EMAIL / FIRST_SUPERUSER_PASSWORD
+  ALLOW_REGISTRATION, REQUIRE_EMAIL_VERIFICATION
+  MAIL_TRANSPORT (log|smtp), SMTP_URL, MAIL_FROM, PUBLIC_URL
+  WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_EVENTS, AUDIT_RETENTION_DAYS
+  LOG_FORMAT (pretty|json), RUST_LOG
+The README lists every variable with its default.";
+
 #[derive(Debug, Parser)]
-#[command(name = "roster", version, about = "Self-hosted user-management REST API", long_about = None)]
+#[command(
+    name = "roster",
+    version,
+    about = "Self-hosted user-management REST API",
+    long_about = None,
+    after_help = ENVIRONMENT_HELP
+)]
 pub struct Cli {
     /// Overrides DATABASE_URL (sqlite://PATH, sqlite::memory:, postgres://…).
     #[arg(long, global = true)]
@@ -71,16 +89,24 @@ pub enum Command {
         /// How many users to insert.
         #[arg(long)]
         users: u64,
-        /// Share of superusers, in percent.
-        #[arg(long, default_value_t = 2.0)]
+        /// Share of superusers, in percent (0 to 100).
+        #[arg(long, default_value_t = 2.0, value_parser = percent)]
         superusers_pct: f64,
-        /// Share of inactive users, in percent.
-        #[arg(long, default_value_t = 10.0)]
+        /// Share of inactive users, in percent (0 to 100).
+        #[arg(long, default_value_t = 10.0, value_parser = percent)]
         inactive_pct: f64,
         /// Spread creation times over this many days before now.
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+}
+
+/// A share in percent, 0 to 100.
+fn percent(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{raw}` is not a percentage from 0 to 100")),
+    }
 }
 
 /// Runs the command; `Err` holds the message for stderr and means exit code 1.
@@ -232,9 +258,10 @@ async fn seed_users(settings: Settings, options: &SeedOptions) -> Result<(), Str
         .map_err(|e| format!("migration failed: {e}"))?;
     let hasher = PasswordHasher::new(&settings.argon2)?;
     let (count, took) = seed::seed(store.as_ref(), &hasher, options).await?;
+    let secs = took.as_secs_f64();
     println!(
-        "Seeded {count} users in {:.1} s (password: {}).",
-        took.as_secs_f64(),
+        "Seeded {count} users in {secs:.1} s ({:.0} users/s; password: {}).",
+        count as f64 / secs.max(0.001),
         seed::SEED_PASSWORD
     );
     store.close().await;

@@ -273,6 +273,12 @@ impl Settings {
             lookup,
             errors: Vec::new(),
         };
+        if lookup("DATABASE_URL").is_some_and(|v| v.trim().is_empty()) {
+            r.errors.push(
+                "DATABASE_URL: is set but empty; unset it for the default sqlite://roster.db"
+                    .into(),
+            );
+        }
         let database_url = r.parsed("DATABASE_URL", None, |v| DatabaseUrl::parse(v).map(Some));
         let database_url = match database_url {
             Some(url) => Some(url),
@@ -282,8 +288,13 @@ impl Settings {
                 .ok(),
         };
         let bind_addr = r.parsed("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)), |v| {
-            v.parse()
-                .map_err(|_| "expected HOST:PORT, e.g. 127.0.0.1:8000".to_string())
+            // An address, or a name such as localhost:8000 (its first address).
+            v.parse().or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(v)
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| "expected HOST:PORT, e.g. 127.0.0.1:8000".to_string())
+            })
         });
         let db_pool_size = r.number("DB_POOL_SIZE", 5u32, 1);
         let jwt_secret = r.parsed("JWT_SECRET", None, |v| {
@@ -541,6 +552,16 @@ mod tests {
         assert_eq!(s.mail.password_reset_ttl, Duration::from_secs(900));
         assert_eq!(s.mail.email_verify_ttl, Duration::from_secs(86_400));
         assert_eq!(s.mail.invite_ttl, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn host_names_bind_and_an_empty_database_url_is_an_error() {
+        let s = settings(&[("BIND_ADDR", "localhost:8123")]).unwrap();
+        assert_eq!(s.bind_addr.port(), 8123);
+        assert!(s.bind_addr.ip().is_loopback());
+        let err = settings(&[("DATABASE_URL", "")]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].starts_with("DATABASE_URL: is set but empty"));
     }
 
     #[test]

@@ -178,6 +178,7 @@ pub async fn seed(
         done += batch;
         bar.set_position(done);
     }
-    bar.finish();
+    // The summary goes on its own line, not onto the bar's.
+    bar.finish_and_clear();
     Ok((done, started.elapsed()))
 }

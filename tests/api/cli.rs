@@ -205,8 +205,19 @@ fn help_lists_every_command() {
     ] {
         assert!(help.contains(command), "--help lacks {command}: {help}");
     }
+    assert!(
+        help.contains("DATABASE_URL"),
+        "--help names the environment: {help}"
+    );
     let seed_help = stdout(&roster(dir.path(), "sqlite::memory:", &["seed", "--help"]));
     assert!(seed_help.contains("TEST data"), "{seed_help}");
+    let out = roster(
+        dir.path(),
+        "sqlite::memory:",
+        &["seed", "--users", "1", "--superusers-pct", "150"],
+    );
+    assert_eq!(out.status.code(), Some(2), "clap refuses it");
+    assert!(stderr(&out).contains("0 to 100"), "{}", stderr(&out));
 }
 
 #[tokio::test]
@@ -296,4 +307,70 @@ fn rotate_jwt_secret_replaces_the_stored_key_and_refuses_a_configured_one() {
         "{}",
         stderr(&configured)
     );
+}
+
+#[test]
+fn logs_written_to_a_pipe_are_plain_text_with_round_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", sqlite_url(&dir))
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("ARGON2_MEMORY_KIB", "8")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("roster listening") {
+            addr = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_string);
+        }
+        seen.push(line);
+        if addr.is_some() {
+            break;
+        }
+    }
+    let addr = addr.expect("a listening line");
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: roster\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("roster::access");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = seen.join("\n");
+    assert!(
+        !all.contains('\u{1b}'),
+        "no colour codes in a redirected log: {all}"
+    );
+    let duration = all
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|d| d.split_whitespace().next())
+        .expect("an access line with a duration");
+    let decimals = duration.split('.').nth(1).map_or(0, str::len);
+    assert!(decimals <= 3, "duration_ms={duration}");
 }
