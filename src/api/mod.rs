@@ -9,6 +9,7 @@ mod dashboard;
 pub mod dto;
 mod export;
 mod health;
+mod home;
 mod json_body;
 mod metrics;
 mod sessions;
@@ -29,6 +30,7 @@ pub use auth::{AuthApi, LOGIN_BUCKET_PATHS};
 pub use bearer::BearerAuth;
 pub use dashboard::DashboardApi;
 pub use health::HealthApi;
+pub use home::HomeApi;
 pub use json_body::JsonBody;
 pub use metrics::MetricsApi;
 pub use sessions::SessionsApi;
@@ -54,6 +56,8 @@ pub enum ApiTags {
     Health,
     /// Operational figures.
     Metrics,
+    /// What a browser asks for first.
+    Browser,
 }
 
 pub type RosterApi = (
@@ -66,6 +70,7 @@ pub type RosterApi = (
     HealthApi,
     MetricsApi,
     AccountPages,
+    HomeApi,
 );
 
 const DESCRIPTION: &str = "Self-hosted user management. Log in with `POST /api/v1/auth/login`, \
@@ -83,6 +88,7 @@ pub fn service() -> OpenApiService<RosterApi, ()> {
             HealthApi,
             MetricsApi,
             AccountPages,
+            HomeApi,
         ),
         "Roster",
         env!("CARGO_PKG_VERSION"),

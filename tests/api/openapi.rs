@@ -50,6 +50,8 @@ fn every_spec_operation_declares_bearer_auth_or_is_public_by_design() {
         "/account/reset-password",
         "/account/verify-email",
         "/account/accept-invite",
+        "/",
+        "/favicon.ico",
         "/health",
         "/health/live",
         "/health/ready",
@@ -61,4 +63,19 @@ fn every_spec_operation_declares_bearer_auth_or_is_public_by_design() {
             assert_eq!(secured, !public.contains(&path.as_str()), "{method} {path}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_root_sends_browsers_to_the_docs_and_there_is_no_favicon_error() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = app.send_raw(client.get(app.url("/"))).await;
+    assert_eq!(root.status, 303);
+    assert_eq!(root.header("location"), Some("/docs"));
+    let icon = app.get("/favicon.ico", None).await;
+    assert_eq!(icon.status, 204);
+    assert!(icon.text.is_empty());
 }
