@@ -24,6 +24,7 @@ mod openapi;
 mod operations;
 #[cfg(feature = "sqlite")]
 mod process;
+mod readme;
 mod sessions;
 mod smtp_sink;
 mod users;
