@@ -47,6 +47,7 @@ pub enum Page {
 
 /// A form setting a password from a link.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example)]
 pub struct PasswordForm {
     pub token: Option<String>,
     pub password: Option<String>,

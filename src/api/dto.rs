@@ -11,7 +11,7 @@ use crate::{
 
 /// A user account. The password hash is never part of it.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "User")]
+#[oai(rename = "User", example)]
 pub struct UserOut {
     pub id: i64,
     pub email: String,
@@ -61,6 +61,7 @@ impl UserOut {
 /// One page of users: by offset (`total`, `page`, `pages` set) or by cursor (`total` only
 /// with `include_total=true`).
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct UserPage {
     pub items: Vec<UserOut>,
     /// How many users match the filters, over all pages.
@@ -147,35 +148,40 @@ impl poem_openapi::types::Example for SessionOut {
 
 /// Live sessions, newest first.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct SessionList {
     pub items: Vec<SessionOut>,
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
 /// An address to mail a link to, if it has an account.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct EmailRequest {
     pub email: String,
 }
 
 /// The same answer whether or not the address has an account.
 #[derive(Debug, Object)]
-#[oai(rename = "Accepted")]
+#[oai(rename = "Accepted", example)]
 pub struct AcceptedOut {
     pub message: String,
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct PasswordResetConfirm {
     /// The `token` of the emailed link.
     pub token: String,
@@ -184,12 +190,14 @@ pub struct PasswordResetConfirm {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct VerifyEmailRequest {
     /// The `token` of the emailed link.
     pub token: String,
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct AcceptInviteRequest {
     /// The `token` of the emailed link.
     pub token: String,
@@ -199,6 +207,7 @@ pub struct AcceptInviteRequest {
 
 /// A person to invite: the account is created now, the invitee chooses a password.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct InviteRequest {
     pub email: String,
     #[oai(nullable)]
@@ -218,6 +227,7 @@ impl From<InviteRequest> for InviteDraft {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct TokenResponse {
     /// JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -241,6 +251,7 @@ impl From<TokenPair> for TokenResponse {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct RegisterRequest {
     pub email: String,
     /// 8 to 128 characters.
@@ -250,6 +261,7 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct UserCreate {
     pub email: String,
     /// 8 to 128 characters.
@@ -267,11 +279,13 @@ pub struct UserCreate {
 /// Users to create at once (1 to BULK_MAX_USERS). Lengths and formats are checked by the
 /// server, not declared as schema constraints, so that every invalid item is reported at once.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct BulkCreate {
     pub users: Vec<UserCreate>,
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct BulkCreated {
     /// How many users were created.
     pub created: u64,
@@ -289,28 +303,38 @@ pub enum ExportFormat {
 
 /// Changes to any user (superuser only). Absent fields stay as they are; `full_name: null` clears it.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct UserUpdate {
+    #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
     /// `null` clears the name.
     #[oai(nullable)]
     pub full_name: MaybeUndefined<String>,
     /// 8 to 128 characters; ends the user's sessions.
+    #[oai(skip_serializing_if_is_none)]
     pub password: Option<String>,
     /// `false` deactivates the user and ends their sessions.
+    #[oai(skip_serializing_if_is_none)]
     pub is_active: Option<bool>,
+    #[oai(skip_serializing_if_is_none)]
     pub is_superuser: Option<bool>,
     /// A changed email is unverified unless this says otherwise.
+    #[oai(skip_serializing_if_is_none)]
     pub email_verified: Option<bool>,
 }
 
 /// Changes to your own account. A new password needs `current_password`.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct MeUpdate {
+    #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
     /// `null` clears the name.
     #[oai(nullable)]
     pub full_name: MaybeUndefined<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub password: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub current_password: Option<String>,
 }
 
@@ -354,6 +378,7 @@ impl From<SortParam> for UserSort {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct DashboardStatsOut {
     pub total_users: u64,
     pub active_users: u64,
@@ -556,6 +581,7 @@ impl poem_openapi::types::Example for AuditEventOut {
 
 /// A page of the audit trail, newest first.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct AuditPageOut {
     pub items: Vec<AuditEventOut>,
     /// Pass as `cursor` for the next (older) page; null on the last page.

@@ -57,6 +57,7 @@ pub struct HealthChecks {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct HealthReport {
     /// `healthy`, `degraded` or `unhealthy`.
     pub status: String,
@@ -66,6 +67,7 @@ pub struct HealthReport {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct ProbeStatus {
     pub status: String,
     #[oai(skip_serializing_if_is_none)]

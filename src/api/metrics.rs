@@ -15,6 +15,7 @@ use crate::{error::ApiResult, metrics::Activity, service::CacheStats, state::App
 pub struct MetricsApi;
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct DatabaseMetrics {
     pub backend: String,
     /// Largest number of connections the pool opens.
@@ -50,6 +51,7 @@ impl From<CacheStats> for CacheFigures {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct CacheMetrics {
     /// Whether CACHE_ENABLED is on; when off every figure stays 0.
     pub enabled: bool,

@@ -86,6 +86,9 @@ fn default_size() -> u64 {
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
 impl UsersApi {
     /// Your account
+    ///
+    /// The account of the access token's user. 401 once the token's session has ended,
+    /// 403 `inactive_user` once the account was deactivated.
     #[oai(path = "/me", method = "get", operation_id = "get_me")]
     async fn get_me(&self, auth: BearerAuth) -> ApiResult<Json<UserOut>> {
         Ok(Json(UserOut::from(&*auth.0.user)))
