@@ -35,24 +35,44 @@ The README lists every variable with its default.";
     after_help = ENVIRONMENT_HELP
 )]
 pub struct Cli {
-    /// Overrides DATABASE_URL (sqlite://PATH, sqlite::memory:, postgres://…).
-    #[arg(long, global = true)]
+    /// Overrides DATABASE_URL (sqlite://PATH, sqlite::memory:, postgres://…) for `roster`
+    /// without a command (= serve).
+    #[arg(long)]
     pub database_url: Option<String>,
-    /// Overrides BIND_ADDR (HOST:PORT).
-    #[arg(long, global = true)]
+    /// Overrides BIND_ADDR (HOST:PORT) for `roster` without a command (= serve).
+    #[arg(long)]
     pub bind: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The database a command works on.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Database {
+    /// Overrides DATABASE_URL (sqlite://PATH, sqlite::memory:, postgres://…).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
-    Serve,
+    Serve {
+        #[command(flatten)]
+        db: Database,
+        /// Overrides BIND_ADDR (HOST:PORT).
+        #[arg(long)]
+        bind: Option<String>,
+    },
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        db: Database,
+    },
     /// Create an active superuser.
     CreateSuperuser {
+        #[command(flatten)]
+        db: Database,
         #[arg(long)]
         email: String,
         /// The password; else ROSTER_PASSWORD; else asked for on the terminal.
@@ -63,7 +83,10 @@ pub enum Command {
     Openapi,
     /// Replace the stored JWT signing key; tokens signed with the old one keep working
     /// until they expire (one ACCESS_TOKEN_TTL_SECS). Restart running servers afterwards.
-    RotateJwtSecret,
+    RotateJwtSecret {
+        #[command(flatten)]
+        db: Database,
+    },
     /// Exit 0 if a running server answers 200 on /health/ready, 1 otherwise (for Docker).
     Healthcheck {
         /// Default: /health/ready on BIND_ADDR (a wildcard address is probed on loopback).
@@ -73,12 +96,16 @@ pub enum Command {
     /// Copy a SQLite database to FILE while it may be served (consistent; checked with
     /// integrity_check). On PostgreSQL use pg_dump.
     Backup {
+        #[command(flatten)]
+        db: Database,
         /// A new file for the copy.
         #[arg(long)]
         to: std::path::PathBuf,
     },
     /// Replace the SQLite database with a backup (refused while a server holds the file).
     Restore {
+        #[command(flatten)]
+        db: Database,
         /// The backup to restore.
         #[arg(long)]
         from: std::path::PathBuf,
@@ -86,6 +113,8 @@ pub enum Command {
     /// Insert realistic TEST data fast (benchmarks, demos). Every seeded user gets the
     /// password "seeded-password", from one hash computed once: never use on real data.
     Seed {
+        #[command(flatten)]
+        db: Database,
         /// How many users to insert.
         #[arg(long)]
         users: u64,
@@ -111,16 +140,37 @@ fn percent(raw: &str) -> Result<f64, String> {
 
 /// Runs the command; `Err` holds the message for stderr and means exit code 1.
 pub async fn run(cli: Cli) -> Result<(), String> {
-    let command = cli.command.unwrap_or(Command::Serve);
+    if cli.command.is_some() && (cli.database_url.is_some() || cli.bind.is_some()) {
+        return Err(
+            "--database-url and --bind go after the command they are for, e.g. `roster migrate --database-url …`"
+                .into(),
+        );
+    }
+    let command = cli.command.unwrap_or(Command::Serve {
+        db: Database {
+            database_url: cli.database_url,
+        },
+        bind: cli.bind,
+    });
     if let Command::Openapi = command {
         print!("{}", api::spec_json());
         return std::io::stdout().flush().map_err(|e| e.to_string());
     }
     let mut overrides = HashMap::new();
-    if let Some(url) = cli.database_url {
+    let (db, bind) = match &command {
+        Command::Serve { db, bind } => (Some(db), bind.clone()),
+        Command::Migrate { db }
+        | Command::CreateSuperuser { db, .. }
+        | Command::RotateJwtSecret { db }
+        | Command::Backup { db, .. }
+        | Command::Restore { db, .. }
+        | Command::Seed { db, .. } => (Some(db), None),
+        Command::Openapi | Command::Healthcheck { .. } => (None, None),
+    };
+    if let Some(url) = db.and_then(|d| d.database_url.clone()) {
         overrides.insert("DATABASE_URL", url);
     }
-    if let Some(bind) = cli.bind {
+    if let Some(bind) = bind {
         overrides.insert("BIND_ADDR", bind);
     }
     if let Command::Healthcheck { url: Some(url) } = &command {
@@ -139,16 +189,17 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
     telemetry::init(settings.log_format);
     match command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => migrate(settings).await,
-        Command::CreateSuperuser { email, password } => {
-            create_superuser(settings, &email, password).await
-        }
+        Command::Serve { .. } => serve(settings).await,
+        Command::Migrate { .. } => migrate(settings).await,
+        Command::CreateSuperuser {
+            email, password, ..
+        } => create_superuser(settings, &email, password).await,
         Command::Seed {
             users,
             superusers_pct,
             inactive_pct,
             days,
+            ..
         } => {
             let options = SeedOptions {
                 users,
@@ -158,9 +209,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             seed_users(settings, &options).await
         }
-        Command::RotateJwtSecret => rotate_jwt_secret(settings).await,
-        Command::Backup { to } => backup(&settings, &to),
-        Command::Restore { from } => restore(&settings, &from),
+        Command::RotateJwtSecret { .. } => rotate_jwt_secret(settings).await,
+        Command::Backup { to, .. } => backup(&settings, &to),
+        Command::Restore { from, .. } => restore(&settings, &from),
         Command::Openapi | Command::Healthcheck { .. } => Ok(()),
     }
 }

@@ -374,3 +374,40 @@ fn logs_written_to_a_pipe_are_plain_text_with_round_durations() {
     let decimals = duration.split('.').nth(1).map_or(0, str::len);
     assert!(decimals <= 3, "duration_ms={duration}");
 }
+
+#[test]
+fn options_belong_to_the_commands_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let migrate_help = stdout(&roster(
+        dir.path(),
+        "sqlite::memory:",
+        &["migrate", "--help"],
+    ));
+    assert!(migrate_help.contains("--database-url"), "{migrate_help}");
+    assert!(!migrate_help.contains("--bind"), "{migrate_help}");
+    let serve_help = stdout(&roster(dir.path(), "sqlite::memory:", &["serve", "--help"]));
+    assert!(serve_help.contains("--bind"), "{serve_help}");
+    let openapi_help = stdout(&roster(
+        dir.path(),
+        "sqlite::memory:",
+        &["openapi", "--help"],
+    ));
+    assert!(!openapi_help.contains("--database-url"), "{openapi_help}");
+    // The option after its command takes effect...
+    let migrated = roster(
+        dir.path(),
+        "sqlite::memory:",
+        &["migrate", "--database-url", &url],
+    );
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    assert!(dir.path().join("cli.db").exists());
+    // ...and one before a command that it cannot change is refused, not ignored.
+    let misplaced = roster(dir.path(), &url, &["--bind", "127.0.0.1:0", "migrate"]);
+    assert_eq!(misplaced.status.code(), Some(1));
+    assert!(
+        stderr(&misplaced).contains("go after the command"),
+        "{}",
+        stderr(&misplaced)
+    );
+}
