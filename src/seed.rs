@@ -137,7 +137,7 @@ pub async fn seed(
     let bar = ProgressBar::new(options.users);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} users ({per_sec}, eta {eta})",
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} users ({per_sec:0}, eta {eta})",
         )
         .map_err(|e| e.to_string())?,
     );
