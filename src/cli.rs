@@ -187,7 +187,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Healthcheck { .. } = command {
         return probe(&healthcheck::default_url(settings.bind_addr));
     }
-    telemetry::init(settings.log_format);
+    let _log = telemetry::init(settings.log_format);
     match command {
         Command::Serve { .. } => serve(settings).await,
         Command::Migrate { .. } => migrate(settings).await,

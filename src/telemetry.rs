@@ -1,14 +1,25 @@
 //! Log output: human-readable or JSON lines, level from RUST_LOG (default info).
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
+/// Installs the subscriber; the returned guard flushes the log when dropped, so the caller
+/// holds it until the program ends.
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal: a log redirected to a file or a collector stays plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = fmt().with_env_filter(filter).with_ansi(ansi);
+    // Lines are written by a thread of their own: a request never waits on the write
+    // syscall. Not lossy: when the queue is full, logging waits rather than drops lines.
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder
@@ -17,4 +28,5 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+    guard
 }
