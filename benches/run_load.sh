@@ -27,7 +27,7 @@ bare_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 bare_pid=$!
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$bare_port/health/live" >/dev/null && break; sleep 0.1; done
 echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"users\":$users,\"seconds\":$seconds}" | tee "$out"
-SCENARIO=bare_baseline wrk -t2 -c64 -d"${seconds}s" -s benches/load/simple.lua "http://127.0.0.1:$bare_port/health/live" | grep '^{' | tee -a "$out"
+SCENARIO=bare_baseline wrk -t2 -c100 -d"${seconds}s" -s benches/load/simple.lua "http://127.0.0.1:$bare_port/health/live" | grep '^{' | tee -a "$out"
 kill "$bare_pid"; wait "$bare_pid" 2>/dev/null || true
 curl -fs -H "Authorization: Bearer $ROSTER_TOKEN" "$base/api/v1/dashboard/stats" >/dev/null   # warm the cache
 run d_health_live_ceiling 100 /health/live
