@@ -115,7 +115,7 @@ pub fn prefix_end(prefix: &str) -> String {
     end
 }
 
-/// The recorded details of a failed login's address etc. are plain JSON.
+/// How both stores keep `details`: its JSON text (SQLite TEXT, PostgreSQL cast to JSONB).
 pub fn details_text(details: &Value) -> String {
     details.to_string()
 }
