@@ -103,7 +103,8 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let user_id = ctx.user_id();
         self.metrics
             .record_request(method, &path, status_code, elapsed);
-        let _entered = span.enter();
+        // Outside the request's span: the line carries every field itself, and the span's
+        // context would repeat request_id, method and path on it.
         if elapsed >= self.slow_request {
             tracing::warn!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "slow request");
         } else {
