@@ -95,15 +95,6 @@ pub struct SideEffects {
     pub audit: Vec<AuditRecord>,
 }
 
-impl SideEffects {
-    pub fn is_empty(&self) -> bool {
-        self.token.is_none()
-            && self.outbox.is_empty()
-            && !self.clear_login_failures
-            && self.audit.is_empty()
-    }
-}
-
 /// A message leased to this sender for delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {

@@ -60,7 +60,7 @@ backend_tests! {
     async fn a_reset_link_mailed_over_smtp_sets_a_new_password_and_ends_every_session(backend) {
         let sink = SmtpSink::start().await;
         let app = mailing_app(backend, &sink, &[]).await;
-        let (id, token) = app.regular_user("forgetful@example.com").await;
+        let (_, token) = app.regular_user("forgetful@example.com").await;
 
         let r = request_reset(&app, "Forgetful@Example.com").await;
         assert_eq!(r.status, 202, "{}", r.text);
@@ -93,7 +93,6 @@ backend_tests! {
         let hash = roster::auth::one_time_token_hash(&mail.token());
         let left = app.store.token_owner(LinkKind::PasswordReset, &hash, chrono::Utc::now()).await.unwrap();
         assert_eq!(left, None);
-        let _ = id;
     }
 
     async fn reset_requests_answer_alike_for_unknown_addresses_and_mail_only_real_accounts(backend) {

@@ -48,10 +48,8 @@ async fn one_as(app: &TestApp, token: &str, action: &str) -> Value {
     found[0].clone()
 }
 
-fn admin_id(app: &TestApp) -> i64 {
-    let _ = app;
-    1
-}
+/// The configured superuser is the first user created.
+const ADMIN_ID: i64 = 1;
 
 backend_tests! {
     async fn creating_a_user_records_who_when_from_where_and_which_request(backend) {
@@ -62,7 +60,7 @@ backend_tests! {
         assert_eq!(r.status, 201);
         let e = one(&app, "user.created").await;
         assert_eq!(e["target_id"], r.body["id"]);
-        assert_eq!(e["actor_id"], admin_id(&app));
+        assert_eq!(e["actor_id"], ADMIN_ID);
         assert_eq!(e["actor_ip"], "127.0.0.1");
         assert_eq!(e["request_id"], "audit-create-1");
         assert_eq!(e["details"]["email"], "new@example.com");
@@ -94,7 +92,7 @@ backend_tests! {
         let id = app.create_user("gone@example.com", "user-password-1", false).await["id"].as_i64().unwrap();
         assert_eq!(app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await.status, 204);
         let e = one(&app, "user.deleted").await;
-        assert_eq!((e["target_id"].as_i64(), e["actor_id"].as_i64()), (Some(id), Some(1)));
+        assert_eq!((e["target_id"].as_i64(), e["actor_id"].as_i64()), (Some(id), Some(ADMIN_ID)));
     }
 
     async fn an_invitation_is_recorded(backend) {

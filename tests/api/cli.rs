@@ -8,7 +8,8 @@ use std::{
 
 use tempfile::TempDir;
 
-fn roster(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
+/// Runs the binary with `args` on database `db`, cheap hashing and no fixed port.
+pub(crate) fn roster(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(args)
         .current_dir(dir)
@@ -21,6 +22,21 @@ fn roster(dir: &Path, db: &str, args: &[&str]) -> std::process::Output {
         .env("ARGON2_ITERATIONS", "1")
         .output()
         .expect("roster runs")
+}
+
+/// `roster serve` on the directory's database, its stdout piped, logging at `level`.
+fn serve_piped(dir: &TempDir, level: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", sqlite_url(dir))
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("ARGON2_MEMORY_KIB", "8")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", level)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn sqlite_url(dir: &TempDir) -> String {
@@ -155,17 +171,7 @@ fn bad_configuration_stops_start_up_naming_each_variable() {
 #[test]
 fn serve_on_an_empty_database_prints_the_bootstrap_admin_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DATABASE_URL", sqlite_url(&dir))
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_piped(&dir, "warn");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut email = None;
     let mut password = None;
@@ -312,17 +318,7 @@ fn rotate_jwt_secret_replaces_the_stored_key_and_refuses_a_configured_one() {
 #[test]
 fn logs_written_to_a_pipe_are_plain_text_with_round_durations() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DATABASE_URL", sqlite_url(&dir))
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_piped(&dir, "info");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     let mut addr = None;

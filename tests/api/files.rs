@@ -1,24 +1,9 @@
 //! A SQLite file as the CLI handles it: one server owns it, a backup is a consistent copy
 //! taken under load, a restore puts one back (never under a running server).
 
-use std::process::{Command, Output};
-
 use serde_json::json;
 
-use crate::helpers::RosterProcess;
-
-fn roster(dir: &std::path::Path, db: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("DATABASE_URL", db)
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .output()
-        .expect("roster runs")
-}
+use crate::{cli::roster, helpers::RosterProcess};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
