@@ -15,7 +15,7 @@ use poem::{
 
 pub use crate::service::BootstrapAdmin;
 use crate::{
-    api,
+    admin, api,
     config::Settings,
     connection::HeaderDeadline,
     error::ApiError,
@@ -159,6 +159,7 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
         .at("/docs", docs())
         .at("/docs/", docs())
         .at("/openapi.json", spec)
+        .nest("/admin", admin::routes())
         .nest("/", api::service())
         .data(state)
         .with(body_limit)

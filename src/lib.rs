@@ -1,5 +1,6 @@
 //! Roster: a self-hosted user-management REST API on SQLite or PostgreSQL.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -25,6 +25,8 @@ pub const LOGIN_BUCKET_PATHS: &[&str] = &[
     "/api/v1/auth/register",
     "/api/v1/auth/password-reset",
     "/api/v1/auth/verify-email/resend",
+    // The admin console's sign-in checks passwords too.
+    "/admin/login",
 ];
 
 #[derive(ApiResponse)]

@@ -8,7 +8,7 @@ mod bearer;
 mod dashboard;
 pub mod dto;
 mod examples;
-mod export;
+pub(crate) mod export;
 mod health;
 mod home;
 mod json_body;

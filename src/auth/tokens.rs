@@ -82,13 +82,25 @@ impl AccessTokens {
         session_id: &str,
         now: DateTime<Utc>,
     ) -> Result<String, String> {
+        self.issue_for(user_id, session_id, now, self.ttl)
+    }
+
+    /// A token living `ttl` instead of ACCESS_TOKEN_TTL (the admin console's cookie: every
+    /// request still checks its session is live, so revocation stays instant).
+    pub fn issue_for(
+        &self,
+        user_id: UserId,
+        session_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<String, String> {
         let iat = now.timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
             sid: session_id.to_string(),
             iat,
             nbf: iat,
-            exp: iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)),
+            exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current_id.clone());

@@ -9,8 +9,11 @@ use std::{
     time::Duration,
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{
     Caller, Clock, ServiceError, ServiceResult,
@@ -43,6 +46,18 @@ pub struct Issued {
     pub tokens: TokenPair,
     pub user_id: UserId,
 }
+
+/// A console sign-in: the cookie's token and how long it (and its session) lives.
+pub struct ConsoleSignIn {
+    pub token: String,
+    pub lifetime: Duration,
+}
+
+/// A console session lives at most this long (SESSION_MAX_LIFETIME_SECS if shorter): a
+/// browser left signed in to an administrative tool should not stay so for a month.
+const CONSOLE_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Where a login comes from, as the sessions list shows it.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +103,8 @@ pub struct AuthService {
     pub(super) security: Arc<SecurityLog>,
     pub(super) cursors: Arc<Cursors>,
     pub(super) audit: Arc<Auditor>,
+    /// Derived from the signing key: anti-forgery tokens hold across restarts and instances.
+    csrf_key: Vec<u8>,
 }
 
 impl AuthService {
@@ -129,6 +146,11 @@ impl AuthService {
             security: Arc::new(SecurityLog::default()),
             cursors,
             audit,
+            csrf_key: Sha256::new()
+                .chain_update(b"roster console csrf\0")
+                .chain_update(keys.current.as_bytes())
+                .finalize()
+                .to_vec(),
         })
     }
 
@@ -234,6 +256,62 @@ impl AuthService {
         password: &str,
         client: ClientInfo,
     ) -> ServiceResult<Issued> {
+        let (user_id, session_id, refresh_token) = self
+            .open_session(email, password, client, self.session_lifetime, false)
+            .await?;
+        self.issue(user_id, &session_id, refresh_token)
+    }
+
+    /// A superuser's sign-in to the admin console: a normal session (listed and revocable
+    /// like any other) of at most CONSOLE_SESSION_LIFETIME, held by one token that lives as
+    /// long as the session. Anyone else is refused before a session is opened.
+    pub async fn console_sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> ServiceResult<ConsoleSignIn> {
+        let lifetime = self.session_lifetime.min(CONSOLE_SESSION_LIFETIME);
+        let (user_id, session_id, _refresh_token) = self
+            .open_session(email, password, client, lifetime, true)
+            .await?;
+        let token = self
+            .access
+            .issue_for(user_id, &session_id, Utc::now(), lifetime)
+            .map_err(ServiceError::Internal)?;
+        Ok(ConsoleSignIn { token, lifetime })
+    }
+
+    /// The console's anti-forgery token of a session: an HMAC of the session id under a
+    /// key of the server's, so only pages this server rendered for that session carry it.
+    pub fn csrf_token(&self, session_id: &str) -> ServiceResult<String> {
+        let mut mac = HmacSha256::new_from_slice(&self.csrf_key).map_err(ServiceError::internal)?;
+        mac.update(session_id.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `presented` is the anti-forgery token of `session_id` (constant time).
+    pub fn csrf_matches(&self, session_id: &str, presented: &str) -> bool {
+        let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
+            return false;
+        };
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.csrf_key) else {
+            return false;
+        };
+        mac.update(session_id.as_bytes());
+        mac.verify_slice(&presented).is_ok()
+    }
+
+    /// Checks the password and opens a session of `lifetime`; the user, the session and
+    /// its first refresh token.
+    async fn open_session(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+        lifetime: Duration,
+        only_superusers: bool,
+    ) -> ServiceResult<(UserId, String, String)> {
         let email = Email::parse(email).map_err(|m| ServiceError::invalid("email", m))?;
         let key = email.key();
         let prior = self.refuse_if_locked(&key).await?;
@@ -266,6 +344,11 @@ impl AuthService {
         if self.require_verified_email && !user.email_verified {
             return Err(ServiceError::EmailNotVerified);
         }
+        if only_superusers && !user.is_superuser {
+            return Err(ServiceError::Forbidden(
+                "The admin console is for superusers only.",
+            ));
+        }
         if self.hasher.needs_rehash(hash) {
             let fresh = self.hash(password).await?;
             self.store
@@ -278,7 +361,7 @@ impl AuthService {
             user_id: user.id,
             created_at: now,
             last_used_at: now,
-            expires_at: now + duration(self.session_lifetime)?,
+            expires_at: now + duration(lifetime)?,
             ip: client.ip,
             user_agent: client
                 .user_agent
@@ -296,7 +379,7 @@ impl AuthService {
         self.directory
             .open_session(session, token, vec![audit])
             .await?;
-        self.issue(user_id, &session_id, refresh_token)
+        Ok((user_id, session_id, refresh_token))
     }
 
     /// Spends `refresh_token` and returns the next pair of its session.
@@ -457,6 +540,37 @@ impl AuthService {
         caller.require_superuser()?;
         self.require_user(user_id).await?;
         self.sessions_of(caller, user_id).await
+    }
+
+    /// Ends one live session of a user, for a superuser (404 when the user has no such
+    /// live session).
+    pub async fn end_session_of(
+        &self,
+        caller: &Caller,
+        user_id: UserId,
+        session_id: &str,
+    ) -> ServiceResult<()> {
+        caller.require_superuser()?;
+        self.require_user(user_id).await?;
+        let ended = self
+            .directory
+            .end_sessions(
+                SessionScope::One {
+                    user_id,
+                    session_id: session_id.to_string(),
+                },
+                self.revoked(Some(caller.id()), "ended by a superuser"),
+            )
+            .await?;
+        if ended.is_empty() {
+            return Err(ServiceError::NotFound("No such live session of this user."));
+        }
+        self.security.record(
+            SecurityEvent::SessionsRevoked,
+            Some(user_id),
+            &format!("one session ended by superuser {}", caller.id()),
+        );
+        Ok(())
     }
 
     /// Ends every session of a user, for a superuser.

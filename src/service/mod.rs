@@ -28,13 +28,15 @@ pub use crate::{
     store::UserChunks,
 };
 pub use account::{AccountService, InviteDraft};
-pub use auth::{AuthService, ClientInfo, Issued, PRUNE_BATCH, SessionView, TokenPair};
+pub use auth::{
+    AuthService, ClientInfo, ConsoleSignIn, Issued, PRUNE_BATCH, SessionView, TokenPair,
+};
 pub use directory::Fresh;
 pub use error::{LAST_SUPERUSER, ServiceError, ServiceResult, USER_NOT_FOUND};
 pub use input::{ChangeRequest, UserDraft};
 pub use operations::{CacheFigures, Operations};
 pub use outbox::{MAX_ATTEMPTS, Outbox, OutboxFigures};
-pub use users::{BootstrapAdmin, ListPage, UserService};
+pub use users::{BootstrapAdmin, ListPage, SIGNUP_DAYS, SignupSeries, UserService};
 
 use crate::{
     cache::Caches,

@@ -2,8 +2,9 @@
 //! change is, uniqueness of emails, the last active superuser, and which writes end
 //! sessions.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use chrono::{Days, NaiveDate, NaiveTime};
 use serde_json::{Value, json};
 
 use super::{
@@ -43,6 +44,15 @@ pub struct BootstrapAdmin {
 
 pub const BOOTSTRAP_ADMIN_EMAIL: &str = "admin@example.com";
 
+/// Sign-ups per day, oldest first, today (UTC) last.
+pub type SignupSeries = Arc<Vec<(NaiveDate, u64)>>;
+
+/// How many days the sign-up series covers.
+pub const SIGNUP_DAYS: u64 = 30;
+/// The series is a chart, not a figure anyone acts on: a minute old is fresh enough, and it
+/// keeps 30 index ranges (tens of thousands of rows at a million users) off every view.
+const SIGNUP_SERIES_TTL: Duration = Duration::from_secs(60);
+
 pub struct UserService {
     store: Arc<dyn UserStore>,
     directory: Arc<Directory>,
@@ -51,6 +61,7 @@ pub struct UserService {
     clock: Clock,
     allow_registration: bool,
     bulk_max_users: usize,
+    signups: moka::future::Cache<NaiveDate, SignupSeries>,
 }
 
 impl UserService {
@@ -70,7 +81,34 @@ impl UserService {
             clock,
             allow_registration: settings.allow_registration,
             bulk_max_users: settings.bulk_max_users,
+            signups: moka::future::Cache::builder()
+                .max_capacity(2)
+                .time_to_live(SIGNUP_SERIES_TTL)
+                .build(),
         }
+    }
+
+    /// Users created on each of the last SIGNUP_DAYS days (UTC), at most a minute old.
+    pub async fn signups_per_day(&self, caller: &Caller) -> ServiceResult<SignupSeries> {
+        caller.require_superuser()?;
+        let today = self.clock.now().date_naive();
+        if let Some(series) = self.signups.get(&today).await {
+            return Ok(series);
+        }
+        let days: Vec<NaiveDate> = (0..SIGNUP_DAYS)
+            .rev()
+            .filter_map(|back| today.checked_sub_days(Days::new(back)))
+            .collect();
+        let bounds = days
+            .iter()
+            .copied()
+            .chain(today.checked_add_days(Days::new(1)))
+            .map(|day| day.and_time(NaiveTime::MIN).and_utc())
+            .collect();
+        let counts = self.store.count_created_between(bounds).await?;
+        let series: SignupSeries = Arc::new(days.into_iter().zip(counts).collect());
+        self.signups.insert(today, series.clone()).await;
+        Ok(series)
     }
 
     /// Open self-registration: an active, non-superuser account.

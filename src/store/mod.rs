@@ -339,6 +339,12 @@ pub trait UserStore: Send + Sync + 'static {
         known_total: Option<u64>,
     ) -> Result<Page<User>, StoreError>;
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError>;
+    /// Users created in each window `[bounds[i], bounds[i + 1])`, in order (sign-ups per
+    /// day): one index range per window.
+    async fn count_created_between(
+        &self,
+        bounds: Vec<DateTime<Utc>>,
+    ) -> Result<Vec<u64>, StoreError>;
 
     /// Stores a new session and its first refresh token, in one transaction.
     async fn open_session(

@@ -1145,6 +1145,27 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn count_created_between(
+        &self,
+        bounds: Vec<DateTime<Utc>>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.run(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT COUNT(*) FROM users WHERE created_at >= ?1 AND created_at < ?2",
+            )?;
+            let mut counts = Vec::with_capacity(bounds.len().saturating_sub(1));
+            for window in bounds.windows(2) {
+                let n: i64 = statement.query_row(
+                    params![micros(window[0]), micros(window[1])],
+                    |r| r.get(0),
+                )?;
+                counts.push(count(n));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn open_session(
         &self,
         session: SessionRecord,

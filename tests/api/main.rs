@@ -1,6 +1,7 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
 mod abuse;
+mod admin;
 mod account;
 mod audit;
 mod auth;

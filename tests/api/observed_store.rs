@@ -179,6 +179,14 @@ impl UserStore for ObservedStore {
     ) -> Result<Page<User>, StoreError> {
         self.inner.list_users(query, known_total).await
     }
+    async fn count_created_between(
+        &self,
+        bounds: Vec<DateTime<Utc>>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.calls.check()?;
+        self.inner.count_created_between(bounds).await
+    }
+
     async fn dashboard_stats(&self, now: DateTime<Utc>) -> Result<DashboardStats, StoreError> {
         self.calls.dashboard.fetch_add(1, Ordering::SeqCst);
         self.calls.check()?;

@@ -1026,6 +1026,26 @@ impl UserStore for PostgresStore {
         })
     }
 
+    async fn count_created_between(
+        &self,
+        bounds: Vec<DateTime<Utc>>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if bounds.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let (starts, ends) = (&bounds[..bounds.len() - 1], &bounds[1..]);
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM users WHERE created_at >= w.lo AND created_at < w.hi)
+             FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS w(lo, hi, n)
+             ORDER BY w.n",
+        )
+        .bind(starts)
+        .bind(ends)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(count).collect())
+    }
+
     async fn open_session(
         &self,
         session: SessionRecord,
