@@ -239,7 +239,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let local = launched.addr;
     if let Some(admin) = &launched.bootstrap {
         println!(
-            "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Log in at http://{local}/docs and change it.\n",
+            "\n  Created the first superuser (shown once):\n    email:    {}\n    password: {}\n  Sign in at http://{local}/admin to manage users (the API: http://{local}/docs),\n  and change it.\n",
             admin.email, admin.password
         );
     }

@@ -90,10 +90,11 @@ fn to_sign_in(req: &Request, clear: bool) -> poem::Error {
     } else {
         view::redirect(SIGN_IN_PATH)
     };
-    if clear && let Some(state) = req.data::<Arc<AppState>>() {
-        if let Ok(value) = cleared_cookie(state).parse() {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+    if clear
+        && let Some(state) = req.data::<Arc<AppState>>()
+        && let Ok(value) = cleared_cookie(state).parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
     poem::Error::from_response(response)
 }

@@ -264,7 +264,11 @@ pub async fn import(console: Console, mut multipart: Multipart) -> Response {
         )
     };
     let Some(data) = data.filter(|d| !d.is_empty()) else {
-        return refuse(vec![(0, "file".into(), "choose a CSV file to import".into())]);
+        return refuse(vec![(
+            0,
+            "file".into(),
+            "choose a CSV file to import".into(),
+        )]);
     };
     let (drafts, lines) = match parse(&data) {
         Ok(parsed) => parsed,

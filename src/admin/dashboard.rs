@@ -38,7 +38,8 @@ fn signup_chart(series: &SignupSeries) -> Markup {
                 rect.bar x=(x) y=(AXIS_BOTTOM - height) width=(slot.saturating_sub(4)) height=(height) {
                     title { (day.format("%b %-d")) ": " (n) }
                 }
-                @if i % 7 == 0 || i + 1 == series.len() {
+                // A label a week, counted back from today so today is labelled.
+                @if (series.len() - 1 - i).is_multiple_of(7) {
                     text x=(x) y=(AXIS_BOTTOM + 14) { (day.format("%b %-d")) }
                 }
             }

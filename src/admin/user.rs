@@ -174,7 +174,12 @@ pub async fn page(console: Console, Path(id): Path<i64>, Query(done): Query<Done
 
 /// Applies the outcome of a change: back to the page with a notice, or the page again with
 /// the reasons.
-async fn after(posted: &Posted, id: i64, outcome: Result<(), ServiceError>, done: &str) -> Response {
+async fn after(
+    posted: &Posted,
+    id: i64,
+    outcome: Result<(), ServiceError>,
+    done: &str,
+) -> Response {
     match outcome {
         Ok(()) => view::redirect(&format!("/admin/users/{id}?done={done}")),
         Err(err @ (ServiceError::NotFound(_) | ServiceError::Forbidden(_))) => {
@@ -244,7 +249,10 @@ pub async fn mark_verified(posted: Posted, Path(id): Path<i64>) -> Response {
 }
 
 #[handler]
-pub async fn revoke_session(posted: Posted, Path((id, session_id)): Path<(i64, String)>) -> Response {
+pub async fn revoke_session(
+    posted: Posted,
+    Path((id, session_id)): Path<(i64, String)>,
+) -> Response {
     let console = &posted.console;
     let outcome = console
         .state

@@ -88,8 +88,7 @@ impl ListParams {
                 created_before: None,
             },
             sort: UserSort { field, direction },
-            page: PageRequest::new(1, self.size())
-                .map_err(|e| ServiceError::Invalid(vec![e]))?,
+            page: PageRequest::new(1, self.size()).map_err(|e| ServiceError::Invalid(vec![e]))?,
         })
     }
 
@@ -151,10 +150,13 @@ fn sortable(params: &ListParams, label: &str, ascending: &str) -> Markup {
     } else {
         (ascending, None)
     };
-    let href = format!("/admin/users?{}", params.link(&[("sort", next), ("cursor", "")]));
+    let href = format!(
+        "/admin/users?{}",
+        params.link(&[("sort", next), ("cursor", "")])
+    );
     html! {
         th scope="col" aria-sort=[state] {
-            a href=(href) hx-get=(href) hx-target="#results" hx-push-url="true" {
+            a href=(href) hx-get=(href) hx-target="#results" hx-swap="outerHTML" hx-push-url="true" {
                 (label)
                 @match state { Some("ascending") => " ▲", Some(_) => " ▼", None => "" }
             }
@@ -169,7 +171,7 @@ fn results(console: &Console, params: &ListParams, listing: &crate::service::Lis
                 @match listing.total {
                     Some(1) => "1 user matches.",
                     Some(total) => { (total) " users match." }
-                    None => "Next page of the matching users.",
+                    None => "More users matching these filters, in the same order.",
                 }
             }
             form id="bulk" method="post" action="/admin/users/bulk" {
@@ -217,11 +219,11 @@ fn results(console: &Console, params: &ListParams, listing: &crate::service::Lis
             nav.pager aria-label="Pages" {
                 @if params.cursor.is_some() {
                     @let first = format!("/admin/users?{}", params.link(&[("cursor", "")]));
-                    a href=(first) hx-get=(first) hx-target="#results" hx-push-url="true" { "« First page" }
+                    a href=(first) hx-get=(first) hx-target="#results" hx-swap="outerHTML" hx-push-url="true" { "« First page" }
                 }
                 @if let Some(cursor) = &listing.next_cursor {
                     @let next = format!("/admin/users?{}", params.link(&[("cursor", cursor)]));
-                    a href=(next) hx-get=(next) hx-target="#results" hx-push-url="true" { "Next page »" }
+                    a href=(next) hx-get=(next) hx-target="#results" hx-swap="outerHTML" hx-push-url="true" { "Next page »" }
                 }
                 span.muted {
                     "Export these users: "
@@ -240,7 +242,7 @@ fn filters(params: &ListParams) -> Markup {
     };
     html! {
         form.filters method="get" action="/admin/users" role="search"
-            hx-get="/admin/users" hx-target="#results" hx-push-url="true"
+            hx-get="/admin/users" hx-target="#results" hx-swap="outerHTML" hx-push-url="true"
             hx-trigger="input changed delay:250ms from:#search, change, submit" {
             div.grow {
                 label for="search" { "Search email or name" }

@@ -178,11 +178,15 @@ mod tests {
         assert_eq!(spec["tags"], original["tags"]);
     }
 
-    /// The login bucket names routes that exist, as POST operations.
+    /// The login bucket names routes that exist, as POST operations (the admin console's
+    /// sign-in is not in the API document; its integration test covers it).
     #[test]
     fn login_bucket_paths_are_real_post_routes() {
         let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap();
-        for path in LOGIN_BUCKET_PATHS {
+        for path in LOGIN_BUCKET_PATHS
+            .iter()
+            .filter(|p| !p.starts_with("/admin/"))
+        {
             assert!(spec["paths"][path]["post"].is_object(), "{path}");
         }
     }

@@ -1155,10 +1155,8 @@ impl UserStore for SqliteStore {
             )?;
             let mut counts = Vec::with_capacity(bounds.len().saturating_sub(1));
             for window in bounds.windows(2) {
-                let n: i64 = statement.query_row(
-                    params![micros(window[0]), micros(window[1])],
-                    |r| r.get(0),
-                )?;
+                let n: i64 = statement
+                    .query_row(params![micros(window[0]), micros(window[1])], |r| r.get(0))?;
                 counts.push(count(n));
             }
             Ok(counts)

@@ -25,7 +25,10 @@ fn set_cookie(r: &Resp) -> Option<String> {
 }
 
 fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("page has a csrf field") + 19;
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("page has a csrf field")
+        + 19;
     html[at..].split('"').next().unwrap().to_string()
 }
 
@@ -192,6 +195,27 @@ backend_tests! {
             .await;
         assert_eq!(r.status, 303);
         assert_eq!(r.header("location"), Some("/admin/login"));
+    }
+
+    async fn the_sign_in_shares_the_login_rate_limit_and_the_failed_password_limit(backend) {
+        let app = TestApp::spawn_with(backend, &[
+            ("RATE_LIMIT_ENABLED", "true"), ("LOGIN_RATE_LIMIT_PER_MINUTE", "3"),
+        ]).await;
+        // The test's own API login took the first of the three.
+        for _ in 0..2 {
+            assert_eq!(sign_in_form(&app, ADMIN_EMAIL, "wrong-password").await.status, 401);
+        }
+        let r = sign_in_form(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(r.status, 429, "{}", r.text);
+        assert!(set_cookie(&r).is_none());
+
+        let app = TestApp::spawn_with(backend, &[("LOGIN_MAX_FAILURES", "2")]).await;
+        for _ in 0..2 {
+            assert_eq!(sign_in_form(&app, ADMIN_EMAIL, "wrong-password").await.status, 401);
+        }
+        let r = sign_in_form(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_page(&r, 429, &["Too many failed password checks"]);
+        assert!(set_cookie(&r).is_none());
     }
 
     async fn every_page_sends_a_stranger_to_the_sign_in_page(backend) {

@@ -1,8 +1,8 @@
 //! One integration-test binary: a real server on a random port over a real database.
 
 mod abuse;
-mod admin;
 mod account;
+mod admin;
 mod audit;
 mod auth;
 mod bulk;
