@@ -164,16 +164,27 @@ fn sortable(params: &ListParams, label: &str, ascending: &str) -> Markup {
     }
 }
 
+/// How many users match: the cached figures know it for the plain filters; a search is not
+/// counted (typing must cost one page read at a million users), so its first page says
+/// "more than" when it is full.
+fn matching(params: &ListParams, listing: &crate::service::ListPage) -> String {
+    let shown = listing.items.len();
+    let users = |n: u64| match n {
+        1 => "1 user matches.".to_string(),
+        n => format!("{n} users match."),
+    };
+    match (listing.total, &listing.next_cursor, &params.cursor) {
+        (Some(total), _, _) => users(total),
+        (None, None, None) => users(shown as u64),
+        (None, Some(_), None) => format!("More than {shown} users match."),
+        (None, _, Some(_)) => "More users matching these filters, in the same order.".into(),
+    }
+}
+
 fn results(console: &Console, params: &ListParams, listing: &crate::service::ListPage) -> Markup {
     html! {
         div id="results" {
-            p.muted aria-live="polite" {
-                @match listing.total {
-                    Some(1) => "1 user matches.",
-                    Some(total) => { (total) " users match." }
-                    None => "More users matching these filters, in the same order.",
-                }
-            }
+            p.muted aria-live="polite" { (matching(params, listing)) }
             form id="bulk" method="post" action="/admin/users/bulk" {
                 (view::csrf_field(console))
                 div.actions role="group" aria-label="Act on the selected users" {
@@ -289,7 +300,7 @@ pub async fn page(req: &Request, console: Console, Query(params): Query<ListPara
         .state
         .services
         .users
-        .list(&console.caller, &query, params.cursor.as_deref(), false)
+        .browse(&console.caller, &query, params.cursor.as_deref())
         .await;
     let listing = match listed {
         Ok(listing) => listing,

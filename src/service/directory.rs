@@ -288,14 +288,27 @@ impl Directory {
         .await
     }
 
-    /// Up to `limit` users after `after` in the query's order (keyset paging).
+    /// Up to `limit` users after `after` (from the start without it) in the query's order
+    /// (keyset paging).
     pub async fn list_after(
         &self,
         query: &UserQuery,
-        after: &Keyset,
+        after: Option<&Keyset>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
         self.store.list_users_after(query, after, limit).await
+    }
+
+    /// How many users match, when the cached figures say (no filter, or only one flag).
+    pub async fn cached_count(
+        &self,
+        query: &UserQuery,
+        fresh: Option<Fresh>,
+    ) -> Result<Option<u64>, StoreError> {
+        match (self.caches.enabled(), total_from_dashboard(&query.filter)) {
+            (true, Some(pick)) => Ok(Some(pick(&self.dashboard_as_of(fresh).await?.0))),
+            _ => Ok(None),
+        }
     }
 
     /// How many users match the query's filters: from the cached figures when they say.

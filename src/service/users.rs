@@ -304,7 +304,10 @@ impl UserService {
             });
         };
         let after = cursors.read(query, cursor)?;
-        let mut items = self.directory.list_after(query, &after, size + 1).await?;
+        let mut items = self
+            .directory
+            .list_after(query, Some(&after), size + 1)
+            .await?;
         let more = items.len() as u64 > size;
         items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next_cursor = match (more, items.last()) {
@@ -315,6 +318,43 @@ impl UserService {
             true => Some(self.directory.count(query, fresh).await?),
             false => None,
         };
+        Ok(ListPage {
+            items,
+            total,
+            page: None,
+            pages: None,
+            size,
+            next_cursor,
+        })
+    }
+
+    /// A page for browsing (the admin console): from the start or after `cursor`, with the
+    /// total only when the cached figures know it (no filter, or only one flag); a search
+    /// is never counted, so typing costs one page read however many users match.
+    pub async fn browse(
+        &self,
+        caller: &Caller,
+        query: &UserQuery,
+        cursor: Option<&str>,
+    ) -> ServiceResult<ListPage> {
+        caller.require_superuser()?;
+        let cursors = &self.auth.cursors;
+        let size = query.page.size;
+        let after = cursor.map(|c| cursors.read(query, c)).transpose()?;
+        let mut items = self
+            .directory
+            .list_after(query, after.as_ref(), size + 1)
+            .await?;
+        let more = items.len() as u64 > size;
+        items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => Some(cursors.after(query, last)?),
+            _ => None,
+        };
+        let total = self
+            .directory
+            .cached_count(query, Some(caller.fresh))
+            .await?;
         Ok(ListPage {
             items,
             total,

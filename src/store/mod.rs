@@ -327,7 +327,7 @@ pub trait UserStore: Send + Sync + 'static {
     async fn list_users_after(
         &self,
         query: &UserQuery,
-        after: &Keyset,
+        after: Option<&Keyset>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError>;
     /// How many users match the query's filter.

@@ -159,7 +159,7 @@ impl UserStore for ObservedStore {
     async fn list_users_after(
         &self,
         query: &UserQuery,
-        after: &roster::domain::Keyset,
+        after: Option<&roster::domain::Keyset>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
         self.calls.check()?;

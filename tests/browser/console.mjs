@@ -4,6 +4,7 @@
 // audit log, use it at phone width and by keyboard, sign out. Takes the README's screenshots.
 //   node console.mjs BASE_URL EMAIL PASSWORD SCREENSHOT_DIR
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const [base, email, password, shots] = process.argv.slice(2);
@@ -119,6 +120,7 @@ await page.getByRole('link', { name: 'zelda.quistorp@example.com' }).click();
 await page.getByLabel('Full name').fill('Zelda Q. Quistorp-King');
 await page.getByRole('button', { name: 'Save' }).click();
 await page.waitForURL(/done=saved/);
+const zeldaPage = new URL(page.url()).pathname;
 assert.equal(await notice(), 'Saved.');
 assert.equal(await page.getByLabel('Full name').inputValue(), 'Zelda Q. Quistorp-King');
 await assertLabelled();
@@ -170,6 +172,28 @@ const overflow = await page.evaluate(() => document.documentElement.scrollWidth 
 assert.ok(overflow <= 0, `page wider than the screen by ${overflow}px`);
 await page.screenshot({ path: `${shots}/users-phone.png` });
 await page.setViewportSize({ width: 1280, height: 860 });
+
+step('accessibility: axe-core finds no violation on any page (WCAG 2.1 A and AA rules)');
+// A context of its own that lets axe's script in: the console's CSP (rightly) refuses it.
+const audit = await browser.newContext({ bypassCSP: true, storageState: await context.storageState() });
+const auditPage = await audit.newPage();
+const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+const axeCheck = async (path) => {
+  await auditPage.goto(`${base}${path}`);
+  await auditPage.addScriptTag({ content: axeSource });
+  const violations = await auditPage.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] });
+    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target).join(', ')})`);
+  });
+  assert.deepEqual(violations, [], `accessibility problems on ${path}`);
+};
+for (const path of ['/admin', '/admin/users', '/admin/users?search=quistorp', '/admin/invite',
+  '/admin/import', '/admin/audit', zeldaPage]) {
+  await axeCheck(path);
+}
+await audit.clearCookies();
+await axeCheck('/admin/login');
+await audit.close();
 
 step('sign out: the session ends');
 await page.getByRole('button', { name: 'Sign out' }).click();

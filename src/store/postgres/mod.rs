@@ -929,11 +929,11 @@ impl UserStore for PostgresStore {
     async fn list_users_after(
         &self,
         query: &UserQuery,
-        after: &Keyset,
+        after: Option<&Keyset>,
         limit: u64,
     ) -> Result<Vec<User>, StoreError> {
         let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-        push_filter_after(&mut qb, query, Some(after));
+        push_filter_after(&mut qb, query, after);
         qb.push(order_sql(query));
         qb.push(" LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
