@@ -14,9 +14,9 @@ use super::{
     ApiTags, BearerAuth, Created, JsonBody,
     dto::{
         BulkCreate, BulkCreated, ExportFormat, InviteRequest, MeUpdate, SortParam, UserCreate,
-        UserOut, UserPage, UserUpdate,
+        UserOut, UserUpdate,
     },
-    export,
+    export, page_json,
 };
 use crate::{
     domain::{DEFAULT_PAGE_SIZE, FieldError, PageRequest, UserFilter, UserQuery},
@@ -152,7 +152,7 @@ impl UsersApi {
         cursor: Query<Option<String>>,
         /// With `cursor`: also count the matching users (`total`).
         include_total: Query<Option<bool>>,
-    ) -> ApiResult<Json<UserPage>> {
+    ) -> ApiResult<page_json::UserPageJson> {
         if cursor.0.is_some() && page.0.is_some() {
             return Err(ApiError::validation(&[FieldError::new(
                 "cursor",
@@ -182,7 +182,7 @@ impl UsersApi {
                 include_total.0.unwrap_or(false),
             )
             .await?;
-        Ok(Json(listed.into()))
+        Ok(page_json::UserPageJson(listed))
     }
 
     /// Create a user

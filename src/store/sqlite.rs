@@ -429,6 +429,12 @@ fn any_active_superuser(conn: &Connection) -> Result<bool, StoreError> {
 
 /// The WHERE clause and its parameters for a list or export filter.
 fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
+    filter_sql_using(query, true)
+}
+
+/// The filter's WHERE clause; `trigrams` lets a search start from the trigram index (off
+/// when a page walks an index instead, where checking each row it meets is cheaper).
+fn filter_sql_using(query: &UserQuery, trigrams: bool) -> (String, Vec<Value>) {
     let filter = &query.filter;
     let mut clauses = Vec::new();
     let mut values = Vec::new();
@@ -460,7 +466,7 @@ fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
         let n = values.len();
         let mut clause =
             format!("(email LIKE ?{n} ESCAPE '\\' OR full_name LIKE ?{n} ESCAPE '\\')");
-        if term.chars().count() >= TRIGRAM_MIN_CHARS {
+        if trigrams && term.chars().count() >= TRIGRAM_MIN_CHARS {
             // The trigram index finds a superset of the LIKE matches (it folds case more
             // widely) without scanning the table; the LIKE keeps the result exact.
             values.push(Value::Text(format!("\"{}\"", term.replace('"', "\"\""))));
@@ -488,7 +494,8 @@ fn filter_sql(query: &UserQuery) -> (String, Vec<Value>) {
 /// `matching`, so it wins when `matching² > wanted × users`. `matching` is estimated from
 /// what is known without reading rows: the kept counts (`user_counts`) and the number of
 /// trigram candidates (a read of the search index alone, ≈ 1 ms at that size). Returns the
-/// index hint, or nothing (the planner's own choice).
+/// index hint, or nothing (the planner's own choice). A hinted page checks each row it
+/// meets against the search term directly, without the trigram index.
 fn scan_hint(
     conn: &rusqlite::Connection,
     query: &UserQuery,
@@ -551,7 +558,15 @@ fn order_sql(query: &UserQuery) -> String {
 /// The filter's WHERE clause, and when `after` is given, only the rows after it in the
 /// query's order (keyset paging).
 fn filter_after_sql(query: &UserQuery, after: Option<&Keyset>) -> (String, Vec<Value>) {
-    let (where_sql, mut values) = filter_sql(query);
+    filter_after_sql_using(query, after, true)
+}
+
+fn filter_after_sql_using(
+    query: &UserQuery,
+    after: Option<&Keyset>,
+    trigrams: bool,
+) -> (String, Vec<Value>) {
+    let (where_sql, mut values) = filter_sql_using(query, trigrams);
     let Some(after) = after else {
         return (where_sql, values);
     };
@@ -1112,7 +1127,8 @@ impl UserStore for SqliteStore {
         self.run(move |conn| {
             let wanted = i64::try_from(limit).unwrap_or(i64::MAX);
             let hint = scan_hint(conn, &query, wanted)?;
-            let (condition, mut values) = filter_after_sql(&query, after.as_ref());
+            let (condition, mut values) =
+                filter_after_sql_using(&query, after.as_ref(), hint.is_empty());
             values.push(Value::Integer(wanted));
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users {hint} {condition} {} LIMIT ?{}",
@@ -1162,7 +1178,10 @@ impl UserStore for SqliteStore {
                 Some(offset) if offset < total => {
                     let hint =
                         scan_hint(&tx, &query, offset.saturating_add(query.page.limit()))?;
-                    let mut page_values = values;
+                    let (where_sql, mut page_values) = match hint.is_empty() {
+                        true => (where_sql, values),
+                        false => filter_sql_using(&query, false),
+                    };
                     page_values.push(Value::Integer(query.page.limit()));
                     page_values.push(Value::Integer(offset));
                     let n = page_values.len();
@@ -1859,7 +1878,8 @@ mod tests {
                     let hint = scan_hint(&conn, &query, 3).unwrap();
                     hinted += usize::from(!hint.is_empty());
                     let page = |hint: &str| -> Vec<i64> {
-                        let (condition, mut values) = filter_after_sql(&query, None);
+                        let (condition, mut values) =
+                            filter_after_sql_using(&query, None, hint.is_empty());
                         values.push(Value::Integer(3));
                         let sql = format!(
                             "SELECT id FROM users {hint} {condition} {} LIMIT ?{}",
