@@ -19,9 +19,12 @@ use moka::future::Cache;
 
 use crate::{
     config::CacheSettings,
-    domain::{DashboardStats, User, UserId},
+    domain::{DashboardStats, Page, User, UserId},
     store::{SessionRecord, StoreError},
 };
+
+/// List pages kept: the first pages of the common filters and sorts, at most 100 users each.
+const PAGE_ENTRIES: u64 = 256;
 
 /// Users share this many generation counters; a write to one user re-keys 1/STRIPES of them.
 const USER_GENERATION_STRIPES: usize = 1024;
@@ -202,7 +205,13 @@ pub struct Caches {
     /// user (including ending their sessions) re-keys the entry, user included.
     sessions: CountedCache<(u128, u64), Option<Arc<CachedSession>>>,
     dashboard: CountedCache<u64, Arc<DashboardStats>>,
+    /// Bumped by every write to any user (here, or announced by another instance): it keys
+    /// the dashboard and the list pages.
     dashboard_generation: AtomicU64,
+    /// Offset pages of the user list, keyed by that generation and the query: a write to any
+    /// user re-keys them all, so a page is never older than the last write this instance
+    /// knows of (and the PostgreSQL read barrier decides whether it may know of all).
+    pages: CountedCache<(u64, String), Arc<Page<User>>>,
     /// `None` in a value: no such user (also worth remembering: every request authenticates).
     users: CountedCache<(UserId, u64), Option<Arc<User>>>,
     user_generations: Box<[AtomicU64]>,
@@ -215,6 +224,7 @@ impl Caches {
             enabled,
             dashboard: CountedCache::new(enabled, 4, settings.dashboard_ttl),
             dashboard_generation: AtomicU64::new(0),
+            pages: CountedCache::new(enabled, PAGE_ENTRIES, settings.user_ttl),
             users: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
             sessions: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
             user_generations: (0..USER_GENERATION_STRIPES)
@@ -238,6 +248,22 @@ impl Caches {
         let generation = self.dashboard_generation.load(Ordering::Acquire);
         self.dashboard
             .get_or_load(generation, async { load.await.map(Arc::new) })
+            .await
+    }
+
+    /// A page of the user list for `query_key` (the query, written out), loaded by `load`
+    /// on a miss.
+    pub async fn page<F>(
+        &self,
+        query_key: String,
+        load: F,
+    ) -> Result<(Arc<Page<User>>, Lookup), StoreError>
+    where
+        F: Future<Output = Result<Page<User>, StoreError>>,
+    {
+        let generation = self.dashboard_generation.load(Ordering::Acquire);
+        self.pages
+            .get_or_load((generation, query_key), async { load.await.map(Arc::new) })
             .await
     }
 
@@ -319,6 +345,9 @@ impl Caches {
             cache.invalidate_all();
         }
         if let Some(cache) = &self.dashboard.cache {
+            cache.invalidate_all();
+        }
+        if let Some(cache) = &self.pages.cache {
             cache.invalidate_all();
         }
         if let Some(cache) = &self.sessions.cache {

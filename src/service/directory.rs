@@ -321,10 +321,26 @@ impl Directory {
         self.store.count_matching(query).await
     }
 
-    /// A page of users. For the common filters (none, only `is_active`, only
-    /// `is_superuser`) the total comes from the cached dashboard counts instead of a
-    /// COUNT over the table.
+    /// A page of users, through the page cache when it may answer. For the common filters
+    /// (none, only `is_active`, only `is_superuser`) the total comes from the cached
+    /// dashboard counts instead of a COUNT over the table.
     pub async fn list(
+        &self,
+        query: &UserQuery,
+        fresh: Option<Fresh>,
+    ) -> Result<Page<User>, StoreError> {
+        if !self.caches.enabled() || !self.usable(fresh).await {
+            return self.list_uncached(query, fresh).await;
+        }
+        let key = format!("{:?}|{:?}|{:?}", query.filter, query.sort, query.page);
+        let (page, _) = self
+            .caches
+            .page(key, self.list_uncached(query, fresh))
+            .await?;
+        Ok(Page::clone(&page))
+    }
+
+    async fn list_uncached(
         &self,
         query: &UserQuery,
         fresh: Option<Fresh>,

@@ -165,6 +165,27 @@ backend_tests! {
         app.get("/api/v1/metrics/cache", Some(&token)).await.assert_error(403, "forbidden");
     }
 
+    async fn list_pages_are_served_from_the_cache_until_any_user_changes(backend) {
+        let app = TestApp::spawn(backend).await;
+        let id = app.create_user("page@example.com", "password-123", false).await["id"].as_i64().unwrap();
+        let list = |q: &'static str| {
+            let app = &app;
+            async move { app.get(&format!("/api/v1/users?{q}"), Some(app.admin())).await.body }
+        };
+        let first = list("sort=email").await;
+        assert_eq!(list("sort=email").await, first, "a repeated page is the same page");
+        // Every kind of user write is seen by the next page, whatever it changed.
+        app.patch(&format!("/api/v1/users/{id}"), Some(app.admin()), json!({"full_name": "Renamed"})).await;
+        assert_eq!(list("sort=email").await["items"][0]["full_name"], "Renamed");
+        app.create_user("another@example.com", "password-123", false).await;
+        let after_create = list("sort=email").await;
+        assert_eq!(after_create["total"], 3);
+        assert_eq!(after_create["items"][0]["email"], "another@example.com");
+        app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await;
+        assert_eq!(list("sort=email").await["total"], 2);
+        assert!(list("search=page").await["items"].as_array().unwrap().is_empty());
+    }
+
     async fn list_totals_stay_exact_across_writes(backend) {
         let app = TestApp::spawn(backend).await;
         let total = |q: &'static str| {

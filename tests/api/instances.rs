@@ -156,6 +156,27 @@ async fn a_write_through_one_instance_is_read_at_once_through_the_other() {
             "round {round}: B served a stale user"
         );
     }
+    // B caches a list page; A's rename shows in B's next page.
+    let listed = |body: Value| body["items"][0]["full_name"].clone();
+    assert_eq!(
+        listed(c.get(&c.b, "/api/v1/users?search=shared").await),
+        "Name 19"
+    );
+    for round in 0..5 {
+        let name = format!("Listed {round}");
+        c.write(
+            &c.a,
+            reqwest::Method::PATCH,
+            &path,
+            json!({"full_name": name}),
+        )
+        .await;
+        assert_eq!(
+            listed(c.get(&c.b, "/api/v1/users?search=shared").await),
+            name.as_str(),
+            "round {round}: B served a stale list page"
+        );
+    }
     c.write(
         &c.a,
         reqwest::Method::POST,
