@@ -193,10 +193,22 @@ async fn after(
     }
 }
 
+/// Applies `change` to the user as the signed-in superuser, then `after`.
+async fn change(posted: &Posted, id: i64, change: ChangeRequest, done: &str) -> Response {
+    let console = &posted.console;
+    let outcome = console
+        .state
+        .services
+        .users
+        .update(&console.caller, id, change)
+        .await
+        .map(|_| ());
+    after(posted, id, outcome, done).await
+}
+
 #[handler]
 pub async fn edit(posted: Posted, Path(id): Path<i64>) -> Response {
-    let console = &posted.console;
-    let change = ChangeRequest {
+    let edited = ChangeRequest {
         email: posted.text("email").map(str::to_string),
         full_name: Some(posted.text("full_name").map(str::to_string)),
         is_active: Some(posted.checked("is_active")),
@@ -204,48 +216,25 @@ pub async fn edit(posted: Posted, Path(id): Path<i64>) -> Response {
         email_verified: Some(posted.checked("email_verified")),
         ..ChangeRequest::default()
     };
-    let outcome = console
-        .state
-        .services
-        .users
-        .update(&console.caller, id, change)
-        .await
-        .map(|_| ());
-    after(&posted, id, outcome, "saved").await
+    change(&posted, id, edited, "saved").await
 }
 
 #[handler]
 pub async fn set_password(posted: Posted, Path(id): Path<i64>) -> Response {
-    let console = &posted.console;
-    let change = ChangeRequest {
+    let password = ChangeRequest {
         password: Some(posted.field("password").unwrap_or_default().to_string()),
         ..ChangeRequest::default()
     };
-    let outcome = console
-        .state
-        .services
-        .users
-        .update(&console.caller, id, change)
-        .await
-        .map(|_| ());
-    after(&posted, id, outcome, "password").await
+    change(&posted, id, password, "password").await
 }
 
 #[handler]
 pub async fn mark_verified(posted: Posted, Path(id): Path<i64>) -> Response {
-    let console = &posted.console;
-    let change = ChangeRequest {
+    let verified = ChangeRequest {
         email_verified: Some(true),
         ..ChangeRequest::default()
     };
-    let outcome = console
-        .state
-        .services
-        .users
-        .update(&console.caller, id, change)
-        .await
-        .map(|_| ());
-    after(&posted, id, outcome, "verified").await
+    change(&posted, id, verified, "verified").await
 }
 
 #[handler]

@@ -20,7 +20,7 @@ use crate::{
     cache::Lookup,
     config::Settings,
     domain::{
-        DashboardStats, Email, EndSessions, FieldError, NewUser, User, UserChanges, UserId,
+        DashboardStats, Email, EndSessions, FieldError, Keyset, NewUser, User, UserChanges, UserId,
         UserQuery, fold_email,
     },
     store::{AuditRecord, AuditTarget, SideEffects, StoreError, UserChunks, UserStore},
@@ -304,16 +304,7 @@ impl UserService {
             });
         };
         let after = cursors.read(query, cursor)?;
-        let mut items = self
-            .directory
-            .list_after(query, Some(&after), size + 1)
-            .await?;
-        let more = items.len() as u64 > size;
-        items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_cursor = match (more, items.last()) {
-            (true, Some(last)) => Some(cursors.after(query, last)?),
-            _ => None,
-        };
+        let (items, next_cursor) = self.keyset_page(query, Some(&after)).await?;
         let total = match include_total {
             true => Some(self.directory.count(query, fresh).await?),
             false => None,
@@ -338,19 +329,10 @@ impl UserService {
         cursor: Option<&str>,
     ) -> ServiceResult<ListPage> {
         caller.require_superuser()?;
-        let cursors = &self.auth.cursors;
-        let size = query.page.size;
-        let after = cursor.map(|c| cursors.read(query, c)).transpose()?;
-        let mut items = self
-            .directory
-            .list_after(query, after.as_ref(), size + 1)
-            .await?;
-        let more = items.len() as u64 > size;
-        items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_cursor = match (more, items.last()) {
-            (true, Some(last)) => Some(cursors.after(query, last)?),
-            _ => None,
-        };
+        let after = cursor
+            .map(|c| self.auth.cursors.read(query, c))
+            .transpose()?;
+        let (items, next_cursor) = self.keyset_page(query, after.as_ref()).await?;
         let total = self
             .directory
             .cached_count(query, Some(caller.fresh))
@@ -360,9 +342,27 @@ impl UserService {
             total,
             page: None,
             pages: None,
-            size,
+            size: query.page.size,
             next_cursor,
         })
+    }
+
+    /// One page after `after` (from the start without it), and the cursor of the next page
+    /// (`None` on the last).
+    async fn keyset_page(
+        &self,
+        query: &UserQuery,
+        after: Option<&Keyset>,
+    ) -> ServiceResult<(Vec<User>, Option<String>)> {
+        let size = query.page.size;
+        let mut items = self.directory.list_after(query, after, size + 1).await?;
+        let more = items.len() as u64 > size;
+        items.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => Some(self.auth.cursors.after(query, last)?),
+            _ => None,
+        };
+        Ok((items, next_cursor))
     }
 
     /// Every matching user in the query's order, from the start or after `cursor` (a
