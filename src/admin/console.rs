@@ -19,7 +19,6 @@ use poem::{
 
 use super::view;
 use crate::{
-    error::ApiError,
     service::{Caller, ServiceError},
     state::AppState,
 };
@@ -36,8 +35,6 @@ pub struct Console {
     pub state: Arc<AppState>,
     pub caller: Caller,
     pub csrf: String,
-    /// The request came from htmx (it wants a fragment, not a whole page).
-    pub partial: bool,
 }
 
 impl Console {
@@ -125,7 +122,6 @@ impl<'a> FromRequest<'a> for Console {
             .csrf_token(&caller.session_id)
             .map_err(|e| poem::Error::from_response(view::failure(e)))?;
         Ok(Self {
-            partial: req.headers().contains_key("hx-request"),
             state,
             caller,
             csrf,
@@ -169,10 +165,9 @@ impl Posted {
 
 /// 403 for a request without the right anti-forgery token.
 pub fn forged() -> poem::Error {
-    let api = ApiError::forbidden(
+    poem::Error::from_response(view::failure(ServiceError::Forbidden(
         "This form is out of date or did not come from this console; reload the page and try again.",
-    );
-    poem::Error::from_response(view::error_response(&api.body().message.clone(), api))
+    )))
 }
 
 impl Console {

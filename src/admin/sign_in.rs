@@ -83,17 +83,16 @@ pub async fn submit(
             response
         }
         Err(err) => {
-            let status = match &err {
-                ServiceError::InvalidCredentials | ServiceError::Invalid(_) => {
-                    StatusCode::UNAUTHORIZED
+            // A malformed email gets the same answer as a wrong one, as on the API.
+            let (status, message) = match err {
+                ServiceError::InvalidCredentials | ServiceError::Invalid(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    "Incorrect email or password.".to_string(),
+                ),
+                other => {
+                    let (status, message, _) = view::explain(other);
+                    (status, message)
                 }
-                _ => view::explain(err.clone()).0,
-            };
-            let message = match err {
-                ServiceError::InvalidCredentials | ServiceError::Invalid(_) => {
-                    "Incorrect email or password.".to_string()
-                }
-                other => view::explain(other).1,
             };
             view::respond(status, form(email, Some(&message)))
         }

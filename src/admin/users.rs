@@ -247,10 +247,21 @@ fn results(console: &Console, params: &ListParams, listing: &crate::service::Lis
     }
 }
 
+/// A labelled drop-down of `(value, label)` choices, `current` selected.
+fn choice(id: &str, label: &str, choices: &[(&str, &str)], current: &str) -> Markup {
+    html! {
+        div {
+            label for=(id) { (label) }
+            select id=(id) name=(id) {
+                @for (value, text) in choices {
+                    option value=(value) selected[*value == current] { (text) }
+                }
+            }
+        }
+    }
+}
+
 fn filters(params: &ListParams) -> Markup {
-    let option = |value: &str, label: &str, current: &str| {
-        html! { option value=(value) selected[value == current] { (label) } }
-    };
     html! {
         form.filters method="get" action="/admin/users" role="search"
             hx-get="/admin/users" hx-target="#results" hx-swap="outerHTML" hx-push-url="true"
@@ -260,22 +271,11 @@ fn filters(params: &ListParams) -> Markup {
                 input id="search" type="search" name="search" value=(params.search)
                     placeholder="e.g. ada@ or Lovelace" autocomplete="off";
             }
-            div {
-                label for="active" { "Status" }
-                select id="active" name="active" {
-                    (option("", "Everyone", &params.active))
-                    (option("true", "Active", &params.active))
-                    (option("false", "Inactive", &params.active))
-                }
-            }
-            div {
-                label for="role" { "Role" }
-                select id="role" name="role" {
-                    (option("", "Everyone", &params.role))
-                    (option("superuser", "Superusers", &params.role))
-                    (option("regular", "Regular users", &params.role))
-                }
-            }
+            (choice("active", "Status",
+                &[("", "Everyone"), ("true", "Active"), ("false", "Inactive")], &params.active))
+            (choice("role", "Role",
+                &[("", "Everyone"), ("superuser", "Superusers"), ("regular", "Regular users")],
+                &params.role))
             div {
                 label for="size" { "Per page" }
                 select id="size" name="size" {
@@ -307,7 +307,8 @@ pub async fn page(req: &Request, console: Console, Query(params): Query<ListPara
         Err(err) => return view::failure_in(&console, err),
     };
     let fragment = results(&console, &params, &listing);
-    if console.partial && req.header("hx-target") == Some("results") {
+    // htmx names the element it will swap: then only the results are drawn.
+    if req.header("hx-target") == Some("results") {
         return view::ok(fragment);
     }
     let body = html! {

@@ -9,7 +9,7 @@ use poem::{
 };
 
 use super::{assets, console::Console};
-use crate::{domain::FieldError, error::ApiError, service::ServiceError};
+use crate::{error::ApiError, service::ServiceError};
 
 /// Scripts and styles only from the binary itself; no inline code at all.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -127,17 +127,13 @@ pub fn problems(summary: &str, errors: &[(String, String)]) -> Markup {
     }
 }
 
-pub fn field_errors(errors: &[FieldError]) -> Vec<(String, String)> {
-    errors
-        .iter()
-        .map(|e| (e.field.clone(), e.message.clone()))
-        .collect()
-}
-
 /// What a refusal says, as the API would say it, with its status.
 pub fn explain(err: ServiceError) -> (StatusCode, String, Vec<(String, String)>) {
     let fields = match &err {
-        ServiceError::Invalid(errors) => field_errors(errors),
+        ServiceError::Invalid(errors) => errors
+            .iter()
+            .map(|e| (e.field.clone(), e.message.clone()))
+            .collect(),
         _ => Vec::new(),
     };
     let api = ApiError::from(err);
@@ -174,21 +170,8 @@ pub fn redirect(to: &str) -> Response {
         .finish()
 }
 
-/// A page saying why something was refused (a refusal before any page could be drawn).
-pub fn error_response(message: &str, api: ApiError) -> Response {
-    let status = api.into_response().status();
-    respond(
-        status,
-        bare_page(
-            "Not done",
-            html! {
-                (problems(message, &[]))
-                p { a href="/admin" { "Back to the console" } }
-            },
-        ),
-    )
-}
-
+/// A page saying why something was refused (a refusal before the console's frame could be
+/// drawn: no session, or a forged form).
 pub fn failure(err: ServiceError) -> Response {
     let (status, message, fields) = explain(err);
     respond(

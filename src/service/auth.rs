@@ -285,21 +285,23 @@ impl AuthService {
     /// The console's anti-forgery token of a session: an HMAC of the session id under a
     /// key of the server's, so only pages this server rendered for that session carry it.
     pub fn csrf_token(&self, session_id: &str) -> ServiceResult<String> {
-        let mut mac = HmacSha256::new_from_slice(&self.csrf_key).map_err(ServiceError::internal)?;
-        mac.update(session_id.as_bytes());
+        let mac = self.csrf_mac(session_id).map_err(ServiceError::internal)?;
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
     /// Whether `presented` is the anti-forgery token of `session_id` (constant time).
     pub fn csrf_matches(&self, session_id: &str, presented: &str) -> bool {
-        let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
-            return false;
-        };
-        let Ok(mut mac) = HmacSha256::new_from_slice(&self.csrf_key) else {
-            return false;
-        };
-        mac.update(session_id.as_bytes());
-        mac.verify_slice(&presented).is_ok()
+        match (
+            URL_SAFE_NO_PAD.decode(presented.trim()),
+            self.csrf_mac(session_id),
+        ) {
+            (Ok(presented), Ok(mac)) => mac.verify_slice(&presented).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn csrf_mac(&self, session_id: &str) -> Result<HmacSha256, hmac::digest::InvalidLength> {
+        Ok(HmacSha256::new_from_slice(&self.csrf_key)?.chain_update(session_id.as_bytes()))
     }
 
     /// Checks the password and opens a session of `lifetime`; the user, the session and

@@ -313,12 +313,10 @@ impl Directory {
 
     /// How many users match the query's filters: from the cached figures when they say.
     pub async fn count(&self, query: &UserQuery, fresh: Option<Fresh>) -> Result<u64, StoreError> {
-        if self.caches.enabled()
-            && let Some(pick) = total_from_dashboard(&query.filter)
-        {
-            return Ok(pick(&self.dashboard_as_of(fresh).await?.0));
+        match self.cached_count(query, fresh).await? {
+            Some(total) => Ok(total),
+            None => self.store.count_matching(query).await,
         }
-        self.store.count_matching(query).await
     }
 
     /// A page of users, through the page cache when it may answer. For the common filters
@@ -345,13 +343,7 @@ impl Directory {
         query: &UserQuery,
         fresh: Option<Fresh>,
     ) -> Result<Page<User>, StoreError> {
-        let known_total = match self.caches.enabled() {
-            true => match total_from_dashboard(&query.filter) {
-                Some(pick) => Some(pick(&self.dashboard_as_of(fresh).await?.0)),
-                None => None,
-            },
-            false => None,
-        };
+        let known_total = self.cached_count(query, fresh).await?;
         self.store.list_users(query, known_total).await
     }
 }

@@ -505,8 +505,16 @@ fn scan_hint(
     let filter = &query.filter;
     // A time range is an index range already; the created_at sort under an is_active
     // filter has its own (is_active, created_at) index.
+    // Without a flag or a search the planner walks the sort's index already; a term too
+    // short for trigrams, or one that cannot match, is the filter's own business.
+    let searchable = filter
+        .search
+        .as_deref()
+        .map(|t| t.chars().count() >= TRIGRAM_MIN_CHARS && search_can_match(t));
     if filter.created_after.is_some()
         || filter.created_before.is_some()
+        || searchable == Some(false)
+        || (filter.is_active.is_none() && filter.is_superuser.is_none() && searchable.is_none())
         || (query.sort.field == SortField::CreatedAt
             && filter.is_active.is_some()
             && filter.search.is_none())
@@ -529,9 +537,6 @@ fn scan_hint(
         None => {}
     }
     if let Some(term) = filter.search.as_deref() {
-        if term.chars().count() < TRIGRAM_MIN_CHARS || !search_can_match(term) {
-            return Ok("");
-        }
         let phrase = format!("\"{}\"", term.replace('"', "\"\""));
         keep(
             conn.prepare_cached("SELECT COUNT(*) FROM users_search WHERE users_search MATCH ?1")?

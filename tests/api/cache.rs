@@ -166,17 +166,24 @@ backend_tests! {
     }
 
     async fn list_pages_are_served_from_the_cache_until_any_user_changes(backend) {
-        let app = TestApp::spawn(backend).await;
+        let calls = Arc::new(Calls::default());
+        let observed = calls.clone();
+        let app = TestApp::spawn_wrapped(backend, &[], move |inner| Arc::new(ObservedStore { inner, calls: observed })).await;
         let id = app.create_user("page@example.com", "password-123", false).await["id"].as_i64().unwrap();
         let list = |q: &'static str| {
             let app = &app;
             async move { app.get(&format!("/api/v1/users?{q}"), Some(app.admin())).await.body }
         };
         let first = list("sort=email").await;
-        assert_eq!(list("sort=email").await, first, "a repeated page is the same page");
+        let reads = calls.list_users();
+        for _ in 0..3 {
+            assert_eq!(list("sort=email").await, first, "a repeated page is the same page");
+        }
+        assert_eq!(calls.list_users(), reads, "a repeated page is not read from the database");
         // Every kind of user write is seen by the next page, whatever it changed.
         app.patch(&format!("/api/v1/users/{id}"), Some(app.admin()), json!({"full_name": "Renamed"})).await;
         assert_eq!(list("sort=email").await["items"][0]["full_name"], "Renamed");
+        assert_eq!(calls.list_users(), reads + 1, "the write dropped the page");
         app.create_user("another@example.com", "password-123", false).await;
         let after_create = list("sort=email").await;
         assert_eq!(after_create["total"], 3);

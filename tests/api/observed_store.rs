@@ -25,6 +25,7 @@ use roster::{
 pub struct Calls {
     pub dashboard: AtomicUsize,
     pub get_user: AtomicUsize,
+    pub list_users: AtomicUsize,
     /// Extra latency of the dashboard query, in ms (default 50, so concurrent requests overlap).
     pub dashboard_delay_ms: AtomicU64,
     /// Latency added before an update reaches the database, in ms.
@@ -58,6 +59,10 @@ impl Calls {
 
     pub fn get_user(&self) -> usize {
         self.get_user.load(Ordering::SeqCst)
+    }
+
+    pub fn list_users(&self) -> usize {
+        self.list_users.load(Ordering::SeqCst)
     }
 }
 
@@ -177,6 +182,7 @@ impl UserStore for ObservedStore {
         query: &UserQuery,
         known_total: Option<u64>,
     ) -> Result<Page<User>, StoreError> {
+        self.calls.list_users.fetch_add(1, Ordering::SeqCst);
         self.inner.list_users(query, known_total).await
     }
     async fn count_created_between(
