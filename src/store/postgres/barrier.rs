@@ -17,7 +17,9 @@
 //! request waits for at most the read in flight plus one more.
 //!
 //! The driver is a task of its own, so a request that is dropped (timeout, client gone)
-//! never leaves a half-done read that others wait on.
+//! never leaves a half-done read that others wait on. It reads over a connection of its
+//! own rather than the request pool: a pooled query first waits for a free connection
+//! and pings it (a second round trip), and every waiting request pays for both.
 
 use std::{
     sync::{
@@ -27,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use tokio::sync::{Notify, watch};
 
 use super::listener::latest_write;
@@ -70,14 +72,15 @@ pub(super) struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    /// Starts the driver over `pool`; it stops when the barrier is dropped.
-    pub(super) fn start(pool: PgPool) -> Self {
+    /// Starts the driver, which connects with `options` when it first reads; it stops when
+    /// the barrier is dropped.
+    pub(super) fn start(options: PgConnectOptions) -> Self {
         let (publish, observed) = watch::channel(Observed {
             epoch: 0,
             value: None,
         });
         let shared = Arc::new(Shared::default());
-        let driver = tokio::spawn(drive(shared.clone(), pool, publish));
+        let driver = tokio::spawn(drive(shared.clone(), options, publish));
         Self {
             shared,
             observed,
@@ -125,7 +128,8 @@ impl Drop for ReadBarrier {
 }
 
 /// Performs one read at a time, each as soon as a request waits for it.
-async fn drive(shared: Arc<Shared>, pool: PgPool, publish: watch::Sender<Observed>) {
+async fn drive(shared: Arc<Shared>, options: PgConnectOptions, publish: watch::Sender<Observed>) {
+    let mut connection: Option<PgConnection> = None;
     loop {
         let woken = shared.wake_driver.notified();
         let started = shared.started.load(Ordering::SeqCst);
@@ -138,12 +142,30 @@ async fn drive(shared: Arc<Shared>, pool: PgPool, publish: watch::Sender<Observe
         let epoch = started + 1;
         shared.started.store(epoch, Ordering::SeqCst);
         shared.figures.reads.fetch_add(1, Ordering::Relaxed);
-        let value = match tokio::time::timeout(READ_LIMIT, latest_write(&pool)).await {
+        let value = match tokio::time::timeout(READ_LIMIT, read(&mut connection, &options)).await {
             Ok(Ok(value)) => Some(value),
-            _ => None,
+            _ => {
+                // Failed or cut off mid-query: the connection's state is unknown.
+                connection = None;
+                None
+            }
         };
         if publish.send(Observed { epoch, value }).is_err() {
             return; // the barrier is gone
         }
+    }
+}
+
+/// One sequence read over the driver's connection, opening it first when there is none.
+async fn read(
+    connection: &mut Option<PgConnection>,
+    options: &PgConnectOptions,
+) -> Result<u64, sqlx::Error> {
+    if connection.is_none() {
+        *connection = Some(PgConnection::connect_with(options).await?);
+    }
+    match connection.as_mut() {
+        Some(conn) => latest_write(conn).await,
+        None => Err(sqlx::Error::PoolClosed),
     }
 }

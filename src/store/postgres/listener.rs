@@ -18,6 +18,7 @@ const MAX_NOTIFY_PAYLOAD: usize = 7_900;
 const LISTENER_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const LISTENER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(super) const LISTENER_APPLICATION_NAME: &str = "roster-cache-listener";
+pub(super) const BARRIER_APPLICATION_NAME: &str = "roster-read-barrier";
 /// How long a cached read waits for outstanding notifications before reading the database.
 pub(super) const CURRENT_WAIT: Duration = Duration::from_millis(50);
 /// A write number missing this long belongs to a rolled-back write.
@@ -45,11 +46,14 @@ pub(super) async fn notify_users(
 }
 
 /// The highest write number drawn so far (0 before the first).
-pub(super) async fn latest_write(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub(super) async fn latest_write<'c, E>(executor: E) -> Result<u64, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
     let latest: i64 = sqlx::query_scalar(
         "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM roster_write_seq",
     )
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await?;
     Ok(u64::try_from(latest).unwrap_or(0))
 }

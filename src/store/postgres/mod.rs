@@ -17,7 +17,10 @@ mod listener;
 
 use barrier::ReadBarrier;
 
-use listener::{Applied, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users, run_listener};
+use listener::{
+    Applied, BARRIER_APPLICATION_NAME, CURRENT_WAIT, LISTENER_APPLICATION_NAME, notify_users,
+    run_listener,
+};
 
 use super::{
     ActionFilter, AuditEvent, AuditQuery, AuditRecord, CoherenceStats, Delivery,
@@ -271,15 +274,15 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        let listener_options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
-            .application_name(LISTENER_APPLICATION_NAME);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+        let listener_options = options.clone().application_name(LISTENER_APPLICATION_NAME);
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(listener_options);
         Ok(Self {
-            barrier: ReadBarrier::start(pool.clone()),
+            barrier: ReadBarrier::start(options.application_name(BARRIER_APPLICATION_NAME)),
             pool,
             pool_size,
             listener_pool,
