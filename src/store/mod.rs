@@ -7,6 +7,8 @@ mod outbox;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_files;
+#[cfg(feature = "sqlite")]
+mod sqlite_group;
 
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -20,6 +20,7 @@ use super::{
     UserStore, dashboard_windows, details_text, keyset_sql, like_pattern,
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, prefix_end, rotation_step, search_can_match,
+    sqlite_group::GroupCommit,
 };
 use crate::{
     config::SqliteLocation,
@@ -56,6 +57,8 @@ pub struct SqliteStore {
     /// of writers must not hold threads (and their memory) while the writer is busy.
     reader_slots: Arc<Semaphore>,
     writer_slot: Arc<Semaphore>,
+    /// Single writes queue here and commit in groups (`sqlite_group`).
+    grouped: GroupCommit,
 }
 
 /// The writer keeps a larger page cache: writes touch every index of the rows they change.
@@ -185,6 +188,7 @@ impl SqliteStore {
             writer,
             reader_slots,
             writer_slot: Arc::new(Semaphore::new(1)),
+            grouped: GroupCommit::default(),
         })
     }
 
@@ -197,7 +201,20 @@ impl SqliteStore {
         Self::on(self.pool.clone(), &self.reader_slots, work).await
     }
 
-    /// Like `run`, on the single writer connection.
+    /// A single write on the writer connection, committed with the writes queued beside it
+    /// (`sqlite_group`); `work` takes a savepoint, not a transaction.
+    async fn run_grouped<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.grouped
+            .run(self.writer.clone(), self.writer_slot.clone(), work)
+            .await
+    }
+
+    /// Like `run`, alone on the single writer connection: for work that needs the file to
+    /// itself or manages its own transactions (migrations, bulk loads, backups).
     async fn run_write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -881,8 +898,8 @@ impl UserStore for SqliteStore {
         candidate: String,
     ) -> Result<String, StoreError> {
         let key = key.to_string();
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute(
                 "INSERT INTO app_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 params![key, candidate],
@@ -909,8 +926,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn set_settings(&self, pairs: Vec<(String, String)>) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             for (key, value) in pairs {
                 tx.execute(
                     "INSERT INTO app_settings (key, value) VALUES (?1, ?2)
@@ -925,8 +942,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser, effects: SideEffects) -> Result<User, StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let created_at = micros(user.created_at.unwrap_or_else(now_micros));
             let created = tx.query_row(
                 &format!(
@@ -1082,8 +1099,8 @@ impl UserStore for SqliteStore {
         changes: UserChanges,
         effects: SideEffects,
     ) -> Result<User, StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let user = update_row(&tx, id, changes)?;
             write_effects(&tx, id, effects, now_micros())?;
             tx.commit()?;
@@ -1093,8 +1110,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let was_active_superuser = is_active_superuser(&tx, id)?;
             if tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
                 return Err(StoreError::NotFound);
@@ -1262,8 +1279,8 @@ impl UserStore for SqliteStore {
         first_token: NewRefreshToken,
         audit: Vec<AuditRecord>,
     ) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent)
                  VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
@@ -1294,8 +1311,8 @@ impl UserStore for SqliteStore {
         let token_hash = token_hash.to_string();
         // The single writer serialises rotations, logouts and revocations: the session's
         // state read here cannot change before this transaction commits.
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let found = tx
                 .query_row(
                     "SELECT t.id, t.family_id, t.user_id, t.expires_at,
@@ -1393,7 +1410,7 @@ impl UserStore for SqliteStore {
 
     async fn touch_session(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let id = id.to_string();
-        self.run_write(move |conn| {
+        self.run_grouped(move |conn| {
             conn.execute(
                 "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 AND last_used_at < ?1",
                 params![micros(now), id],
@@ -1409,8 +1426,8 @@ impl UserStore for SqliteStore {
         now: DateTime<Utc>,
         audit: AuditRecord,
     ) -> Result<Vec<UserId>, StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let users = match scope {
                 SessionScope::One {
                     user_id,
@@ -1497,8 +1514,8 @@ impl UserStore for SqliteStore {
         audit: FailureAudit,
     ) -> Result<(u32, DateTime<Utc>), StoreError> {
         let key = email_key.to_string();
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let counted: (u32, DateTime<Utc>) = tx.query_row(
                 "INSERT INTO login_failures (email_key, failures, window_start) VALUES (?1, 1, ?2)
                  ON CONFLICT (email_key) DO UPDATE SET
@@ -1520,7 +1537,7 @@ impl UserStore for SqliteStore {
 
     async fn clear_login_failures(&self, email_key: &str) -> Result<(), StoreError> {
         let key = email_key.to_string();
-        self.run_write(move |conn| {
+        self.run_grouped(move |conn| {
             conn.execute("DELETE FROM login_failures WHERE email_key = ?1", [key])?;
             Ok(())
         })
@@ -1544,7 +1561,7 @@ impl UserStore for SqliteStore {
         new_hash: &str,
     ) -> Result<(), StoreError> {
         let (old_hash, new_hash) = (old_hash.to_string(), new_hash.to_string());
-        self.run_write(move |conn| {
+        self.run_grouped(move |conn| {
             conn.execute(
                 "UPDATE users SET hashed_password = ?1 WHERE id = ?2 AND hashed_password = ?3",
                 params![new_hash, user_id, old_hash],
@@ -1559,8 +1576,8 @@ impl UserStore for SqliteStore {
         user_id: UserId,
         effects: SideEffects,
     ) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let exists = tx
                 .query_row("SELECT 1 FROM users WHERE id = ?1", [user_id], |_| Ok(()))
                 .optional()?;
@@ -1579,8 +1596,8 @@ impl UserStore for SqliteStore {
         messages: Vec<OutboxMessage>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             insert_messages(&tx, messages, now)?;
             tx.commit()?;
             Ok(())
@@ -1623,8 +1640,8 @@ impl UserStore for SqliteStore {
         effects: SideEffects,
     ) -> Result<User, StoreError> {
         let hash = token_hash.to_string();
-        self.run_write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.run_grouped(move |conn| {
+            let tx = conn.savepoint()?;
             let owner = tx
                 .query_row(
                     "DELETE FROM one_time_tokens
@@ -1686,7 +1703,7 @@ impl UserStore for SqliteStore {
         delivery: Delivery,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.run_write(move |conn| {
+        self.run_grouped(move |conn| {
             match delivery {
                 Delivery::Delivered => conn.execute(
                     "UPDATE outbox SET status = 'sent', payload = '', locked_until = NULL,
