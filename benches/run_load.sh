@@ -9,6 +9,7 @@ users="${1:-100000}"
 seconds="${2:-15}"
 . benches/lib.sh
 start_seeded_server "$users"
+memory_sampler &
 
 mkdir -p benches/results
 out="benches/results/load-$(date -u +%Y%m%d-%H%M%S).jsonl"
@@ -19,6 +20,7 @@ run() { # name connections path|script
     else
         SCENARIO="$name" wrk -t2 -c"$conns" -d"${seconds}s" -s benches/load/simple.lua "$base$target" | grep '^{' | tee -a "$out"
     fi
+    echo "{\"memory_after\":\"$name\",$(memory_json)}" | tee -a "$out"
 }
 # The machine's limit, in the same run: a bare poem server answering a small JSON body.
 cargo build --release -q --example bare_baseline
@@ -26,14 +28,15 @@ bare_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 ./target/release/examples/bare_baseline "127.0.0.1:$bare_port" &
 bare_pid=$!
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$bare_port/health/live" >/dev/null && break; sleep 0.1; done
-echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"users\":$users,\"seconds\":$seconds}" | tee "$out"
+echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/^Mem/ {print $2}') GiB\",\"users\":$users,\"seconds\":$seconds,\"binary\":\"$ROSTER_BIN\",\"commit\":\"$(git rev-parse --short HEAD)\",\"command\":\"benches/run_load.sh $users $seconds\"}" | tee "$out"
+echo "{\"memory_after\":\"start\",$(memory_json)}" | tee -a "$out"
 SCENARIO=bare_baseline wrk -t2 -c100 -d"${seconds}s" -s benches/load/simple.lua "http://127.0.0.1:$bare_port/health/live" | grep '^{' | tee -a "$out"
 kill "$bare_pid"; wait "$bare_pid" 2>/dev/null || true
 curl -fs -H "Authorization: Bearer $ROSTER_TOKEN" "$base/api/v1/dashboard/stats" >/dev/null   # warm the cache
 run d_health_live_ceiling 100 /health/live
 run a_dashboard_cached 100 /api/v1/dashboard/stats
+run e_user_by_id_cached 100 benches/load/user_by_id.lua
 run b_list_filtered_page 50 "/api/v1/users?is_active=true&size=50"
 run c_mixed 100 benches/load/mixed.lua
-rss_kb=$(ps -o rss= -p "$pid" | tr -d ' ')
-echo "{\"server_rss_mb_after\":$((rss_kb / 1024)),\"access_log_lines\":$(wc -l <"$work/access.log")}" | tee -a "$out"
+echo "{\"access_log_lines\":$(wc -l <"$work/access.log"),$(memory_json)}" | tee -a "$out"
 echo "results: $out"
