@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cached read paths on SQLite and on PostgreSQL (one instance, and two instances over one
 # database behind a client that spreads its connections), in one run, so the figures are
-# comparable: the PostgreSQL read barrier's cost is the gap between the two backends.
+# comparable: the PostgreSQL read barrier's cost is the gap between the two backends. The
+# mixed scenario (writes included) runs last on each.
 #   benches/coherence.sh [USERS] [SECONDS]
 # Writes benches/results/coherence-<date>.jsonl (one JSON line per scenario, plus machine facts).
 set -euo pipefail
@@ -16,10 +17,10 @@ work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-export LUA_DIR="$PWD/benches/load"
+export LUA_DIR="$PWD/benches/load" MAX_ID="$users"
 mkdir -p benches/results
 out="benches/results/coherence-$(date -u +%Y%m%d-%H%M%S).jsonl"
-echo "{\"machine\":\"$(nproc) cores, $(uname -r)\",\"postgres\":\"$(psql "$pg_server" -Atc 'SHOW server_version')\",\"users\":$users,\"seconds\":$seconds,\"command\":\"benches/coherence.sh $users $seconds\"}" | tee "$out"
+echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)\",\"commit\":\"$(git rev-parse --short HEAD)\",\"postgres\":\"$(psql "$pg_server" -Atc 'SHOW server_version')\",\"users\":$users,\"seconds\":$seconds,\"command\":\"benches/coherence.sh $users $seconds\"}" | tee "$out"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start() { # DATABASE_URL → sets $base of a new server (default configuration, no rate limits)
@@ -50,6 +51,7 @@ scenario() { # label name conns target... (several targets: connections split am
     for target in "$@"; do
         local script=benches/load/simple.lua url="$target"
         if [[ "$name" == user_by_id ]]; then script=benches/load/user_by_id.lua; fi
+        if [[ "$name" == mixed ]]; then script=benches/load/mixed.lua; fi
         SCENARIO="$label/$name" wrk -t$((n == 1 ? 2 : 1)) -c"$each" -d"${seconds}s" -s "$script" "$url" \
             | grep '^{' >"$work/part-$i" &
         loads+=($!)
@@ -71,6 +73,8 @@ run_all() { # label base...
     scenario "$label" dashboard_cached 64 $(for b in "$@"; do echo "$b/api/v1/dashboard/stats"; done)
     scenario "$label" user_by_id 64 "$@"
     scenario "$label" list_page 64 $(for b in "$@"; do echo "$b/api/v1/users?is_active=true&size=50"; done)
+    # Scenario (c) of run_load.sh, writes included: last, as it changes users.
+    scenario "$label" mixed 100 "$@"
 }
 
 # SQLite
@@ -82,11 +86,13 @@ warm "$a"
 run_all sqlite "$a"
 stop_all
 
-# PostgreSQL: a fresh database, seeded the same way
+# PostgreSQL: a fresh database, seeded the same way, then vacuumed and checkpointed so the
+# first scenarios do not share the machine with autovacuum and the seed's checkpoint
 db=roster_bench_coherence
 psql "$pg_server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 pg_url="${pg_server%/*}/$db"
 DATABASE_URL="$pg_url" "$bin" seed --users "$users" >/dev/null
+psql "$pg_url" -qc "VACUUM ANALYZE" -c "CHECKPOINT"
 start "$pg_url"; a="$base"
 ROSTER_TOKEN=$(login "$a"); export ROSTER_TOKEN
 warm "$a"
