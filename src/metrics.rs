@@ -31,10 +31,24 @@ const DURATION_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// A histogram keeps every sample until it is summarised (at a scrape, or by upkeep):
+/// unscraped, it grew by 8 bytes per request (7 MB per 300k). Summarised this often, as
+/// the exporter's own installer does.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub struct AppMetrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     routes: Arc<RouteTable>,
+    upkeep: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for AppMetrics {
+    fn drop(&mut self) {
+        if let Some(upkeep) = &self.upkeep {
+            upkeep.abort();
+        }
+    }
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -51,10 +65,24 @@ impl AppMetrics {
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
+        let upkeep = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let handle = handle.clone();
+            runtime
+                .spawn(async move {
+                    let mut every = tokio::time::interval(UPKEEP_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        every.tick().await;
+                        handle.run_upkeep();
+                    }
+                })
+                .abort_handle()
+        });
         let metrics = Self {
             recorder,
             handle,
             routes,
+            upkeep,
         };
         metrics.set_health(true);
         metrics
