@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use moka::future::Cache;
 
 use crate::{
+    coalesce::Coalesced,
     config::CacheSettings,
     domain::{DashboardStats, Page, User, UserId},
     store::{SessionRecord, StoreError},
@@ -208,6 +209,9 @@ pub struct Caches {
     /// Bumped by every write to any user (here, or announced by another instance): it keys
     /// the dashboard and the list pages.
     dashboard_generation: AtomicU64,
+    /// Misses of the dashboard share their aggregate (`coalesce`): under a stream of writes
+    /// every generation misses, and one aggregate per miss ran dry the pool.
+    dashboard_loads: Coalesced<DashboardStats>,
     /// Offset pages of the user list, keyed by that generation and the query: a write to any
     /// user re-keys them all, so a page is never older than the last write this instance
     /// knows of (and the PostgreSQL read barrier decides whether it may know of all).
@@ -224,6 +228,7 @@ impl Caches {
             enabled,
             dashboard: CountedCache::new(enabled, 4, settings.dashboard_ttl),
             dashboard_generation: AtomicU64::new(0),
+            dashboard_loads: Coalesced::default(),
             pages: CountedCache::new(enabled, PAGE_ENTRIES, settings.user_ttl),
             users: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
             sessions: CountedCache::new(enabled, settings.max_entries, settings.user_ttl),
@@ -247,7 +252,7 @@ impl Caches {
     {
         let generation = self.dashboard_generation.load(Ordering::Acquire);
         self.dashboard
-            .get_or_load(generation, async { load.await.map(Arc::new) })
+            .get_or_load(generation, self.dashboard_loads.load(load))
             .await
     }
 

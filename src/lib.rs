@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod domain;
