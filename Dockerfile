@@ -6,6 +6,8 @@ WORKDIR /build
 
 # Dependencies first: this layer is rebuilt only when the manifests change.
 COPY Cargo.toml Cargo.lock build.rs ./
+# SQLite's build options (.cargo/config.toml): the dependency layer compiles SQLite.
+COPY .cargo ./.cargo
 RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

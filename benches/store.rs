@@ -12,7 +12,8 @@ use roster::{
     auth::PasswordHasher,
     config::Settings,
     domain::{
-        Email, NewUser, PageRequest, SortDirection, SortField, UserFilter, UserQuery, UserSort,
+        Email, Keyset, NewUser, PageRequest, SortDirection, SortField, UserFilter, UserQuery,
+        UserSort,
     },
     seed::{SeedOptions, seed},
     store::{self, UserStore},
@@ -206,6 +207,55 @@ fn reads(c: &mut Criterion) {
                     })
                 },
             );
+            group.bench_with_input(BenchmarkId::new("user_by_id", n), &n, |b, _| {
+                let mut id = 0;
+                b.iter(|| {
+                    // A different user each time, spread over the whole table.
+                    id = (id + 7_919) % n as i64;
+                    rt.block_on(store.get_user(id + 1)).expect("user")
+                })
+            });
+            // Keyset (cursor) pages of 50 at three depths of the same walk: the cursor is the
+            // last row of the page before, as the API hands it out.
+            for (depth, percent) in [("start", 0u64), ("middle", 50), ("end", 99)] {
+                let query = active_page(1);
+                let after = (percent > 0).then(|| {
+                    let id = (n * (100 - percent) / 100).max(1) as i64;
+                    let user = rt
+                        .block_on(store.get_user(id))
+                        .expect("user")
+                        .expect("a seeded user");
+                    Keyset::of(&user, SortField::CreatedAt)
+                });
+                group.bench_with_input(
+                    BenchmarkId::new(format!("cursor_page_{depth}_active_newest"), n),
+                    &n,
+                    |b, _| {
+                        b.iter(|| {
+                            rt.block_on(store.list_users_after(&query, after.as_ref(), 50))
+                                .expect("page")
+                        })
+                    },
+                );
+            }
+            if n >= 1_000_000 {
+                // The offset page the cursor replaces, for comparison: rows 499,951–500,000.
+                group.bench_with_input(
+                    BenchmarkId::new("offset_page_10000_active_newest_total_from_dashboard", n),
+                    &n,
+                    |b, _| {
+                        b.iter(|| {
+                            rt.block_on(async {
+                                let stats = store.dashboard_stats(Utc::now()).await.expect("stats");
+                                store
+                                    .list_users(&active_page(10_000), Some(stats.active_users))
+                                    .await
+                                    .expect("page")
+                            })
+                        })
+                    },
+                );
+            }
             let search = UserQuery {
                 filter: UserFilter {
                     search: Some("lovelace.12".into()),

@@ -81,6 +81,12 @@ pub const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0010_audit_events.sql"),
         fixup: None,
     },
+    Migration {
+        version: 11,
+        name: "signups_by_day",
+        sql: include_str!("../../migrations/sqlite/0011_signups_by_day.sql"),
+        fixup: None,
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

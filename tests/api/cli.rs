@@ -66,7 +66,7 @@ fn migrate_applies_once_then_reports_up_to_date() {
     let first = roster(dir.path(), &url, &["migrate"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).contains("Applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+        stdout(&first).contains("Applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
         "{}",
         stdout(&first)
     );

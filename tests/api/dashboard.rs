@@ -60,6 +60,41 @@ backend_tests! {
         assert_eq!(again.body, r.body);
     }
 
+    async fn sign_up_windows_follow_bulk_loads_and_deletes(backend) {
+        let now = DateTime::parse_from_rfc3339("2026-06-15T12:00:00Z").unwrap().to_utc();
+        let app = TestApp::spawn_at(backend, now).await;
+        let user = |email: &str, age: Duration| NewUser {
+            email: Email::parse(email).unwrap(),
+            full_name: None,
+            hashed_password: "x".into(),
+            is_active: true,
+            is_superuser: false,
+            email_verified: false,
+            created_at: Some(now - age),
+        };
+        // A batch large enough for the bulk path that adds a batch's days at once.
+        let mut batch: Vec<NewUser> = (0..5_000).map(|i| user(&format!("old{i}@example.com"), Duration::days(40))).collect();
+        batch.extend((0..30).map(|i| user(&format!("week{i}@example.com"), Duration::days(3))));
+        batch.extend((0..20).map(|i| user(&format!("today{i}@example.com"), Duration::hours(2))));
+        let created = app.store.create_users(batch, Vec::new()).await.unwrap();
+        seed(&app, "single@example.com", true, false, Duration::hours(1)).await;
+        let stats = app.get("/api/v1/dashboard/stats", Some(app.admin())).await.body;
+        // The configured admin was created "now".
+        assert_eq!(stats["total_users"], 5_052);
+        assert_eq!(stats["new_users_today"], 22);
+        assert_eq!(stats["new_users_week"], 52);
+        // Deleting a user takes it out of its day.
+        let today_user = created.iter().find(|u| u.email.as_str() == "today0@example.com").unwrap().id;
+        let week_user = created.iter().find(|u| u.email.as_str() == "week0@example.com").unwrap().id;
+        for id in [today_user, week_user] {
+            assert_eq!(app.delete(&format!("/api/v1/users/{id}"), Some(app.admin())).await.status, 204);
+        }
+        let stats = app.get("/api/v1/dashboard/stats", Some(app.admin())).await.body;
+        assert_eq!(stats["total_users"], 5_050);
+        assert_eq!(stats["new_users_today"], 21);
+        assert_eq!(stats["new_users_week"], 50);
+    }
+
     async fn stats_need_a_superuser(backend) {
         let app = TestApp::spawn(backend).await;
         app.get("/api/v1/dashboard/stats", None).await.assert_error(401, "unauthorized");
