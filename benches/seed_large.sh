@@ -29,7 +29,7 @@ model = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.star
 size = lambda p: os.path.getsize(p) if os.path.exists(p) else 0
 line = {
     'machine': f'{os.cpu_count()} cores, {model}',
-    'commit': subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip(),
+    'commit': subprocess.run(['git', 'describe', '--always', '--dirty'], capture_output=True, text=True).stdout.strip(),
     'command': f'benches/seed_large.sh {users}',
     'users': int(users),
     'summary': summary,
