@@ -3,10 +3,10 @@
 # (SQLite, seeded users) while wrk runs the scenario as run_load.sh does. Writes
 # benches/results/profile-<scenario>-<date>.txt: the wrk result line, then perf's flat
 # profile by symbol (self time) and by shared object.
-#   benches/profile.sh health_live|dashboard|list|mixed [USERS] [SECONDS]
+#   benches/profile.sh health_live|dashboard|user_by_id|list|mixed [USERS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario="${1:?scenario: health_live, dashboard, list or mixed}"
+scenario="${1:?scenario: health_live, dashboard, user_by_id, list or mixed}"
 users="${2:-100000}"
 seconds="${3:-12}"
 command -v perf >/dev/null || { apt-get update -q && apt-get install -y -q linux-perf; }
@@ -15,6 +15,7 @@ start_seeded_server "$users"
 case "$scenario" in
     health_live) conns=100; target=(-s benches/load/simple.lua "$base/health/live") ;;
     dashboard) conns=100; target=(-s benches/load/simple.lua "$base/api/v1/dashboard/stats") ;;
+    user_by_id) conns=100; target=(-s benches/load/user_by_id.lua "$base") ;;
     list) conns=50; target=(-s benches/load/simple.lua "$base/api/v1/users?is_active=true&size=50") ;;
     mixed) conns=100; target=(-s benches/load/mixed.lua "$base") ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
@@ -35,6 +36,9 @@ grep '^{' "$work/wrk.out" >>"$out"
     echo
     echo "## Self time by symbol (perf report --no-children, ≥ 0.7%)"
     perf report -i "$work/perf.data" --no-children --stdio -g none --percent-limit 0.7 2>/dev/null | grep -E '^ +[0-9]'
+    echo
+    echo "## Roster's own code and its crates (self time, ≥ 0.3%)"
+    perf report -i "$work/perf.data" --no-children --stdio -g none --dsos roster --percent-limit 0.3 2>/dev/null | grep -E '^ +[0-9]'
     echo
     echo "## By shared object"
     perf report -i "$work/perf.data" --no-children --stdio -g none --sort dso 2>/dev/null | grep -E '^ +[0-9]'
