@@ -565,7 +565,7 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, query: &UserQuery) -> bool {
 }
 
 /// The filter's WHERE clause, and when `after` is given, only the rows after it in the
-/// query's order (keyset paging): the comparison of `store::keyset_sql`, with sqlx binds.
+/// query's order (keyset paging), with sqlx binds.
 fn push_filter_after(qb: &mut QueryBuilder<Postgres>, query: &UserQuery, after: Option<&Keyset>) {
     let filtered = push_filter(qb, query);
     let Some(after) = after else { return };
@@ -584,12 +584,14 @@ fn push_filter_after(qb: &mut QueryBuilder<Postgres>, query: &UserQuery, after: 
         SortValue::Id => {}
     };
     match sort_key_sql(query.sort.field, " COLLATE \"C\"") {
+        // A row comparison, which means the same as `store::keyset_sql`'s
+        // `key < a OR (key = a AND id < b)` for non-null keys, is what PostgreSQL turns into
+        // a range of the `(…, key, id)` index: the OR form made it walk the index from the
+        // first page on and filter (61 ms halfway through a million users, 129 ms at the end).
         Some(key) => {
-            qb.push("(").push(&key).push(op);
+            qb.push("(").push(&key).push(", id)").push(op).push("(");
             bind_key(qb);
-            qb.push(" OR (").push(&key).push(" = ");
-            bind_key(qb);
-            qb.push(" AND id").push(op).push_bind(after.id).push("))");
+            qb.push(", ").push_bind(after.id).push(")");
         }
         None => {
             qb.push("id").push(op).push_bind(after.id);
