@@ -1137,9 +1137,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
+        // The trigger-kept total: start-up asks this on every launch, and a COUNT(*) reads
+        // a whole index (seconds on a cold ten-million-user file).
         self.run(|conn| {
             Ok(count(conn.query_row(
-                "SELECT COUNT(*) FROM users",
+                "SELECT total FROM user_counts WHERE id = 1",
                 [],
                 |r| r.get(0),
             )?))
