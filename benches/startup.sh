@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start-up time on a seeded SQLite file: process start to the first `/health/ready` = 200,
 # five times. Uses target/bench-data/users_USERS.db (benches/seed_large.sh USERS makes it).
+# With STARTUP_COLD=1 (root only) the page cache is dropped before each start: a cold file.
 #   benches/startup.sh [USERS]
 # Writes benches/results/startup-<date>.jsonl.
 set -euo pipefail
@@ -11,9 +12,10 @@ db="target/bench-data/users_$users.db"
 cargo build --release -q
 mkdir -p benches/results
 out="benches/results/startup-$(date -u +%Y%m%d-%H%M%S).jsonl"
-echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"commit\":\"$(git describe --always --dirty)\",\"users\":$users,\"file_bytes\":$(stat -c %s "$db"),\"command\":\"benches/startup.sh $users\"}" | tee "$out"
+echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"commit\":\"$(git describe --always --dirty)\",\"users\":$users,\"cold\":${STARTUP_COLD:-0},\"file_bytes\":$(stat -c %s "$db"),\"command\":\"benches/startup.sh $users\"}" | tee "$out"
 for run in 1 2 3 4 5; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    if [ "${STARTUP_COLD:-0}" = 1 ]; then sync; echo 1 >/proc/sys/vm/drop_caches; fi
     start=$(date +%s%N)
     DATABASE_URL="sqlite://$PWD/$db" BIND_ADDR="127.0.0.1:$port" RUST_LOG=warn ./target/release/roster serve >/dev/null 2>&1 &
     pid=$!
