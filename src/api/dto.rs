@@ -47,17 +47,6 @@ impl From<&User> for UserOut {
     }
 }
 
-impl UserOut {
-    /// A strong validator of exactly this representation.
-    pub fn etag(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let json = poem_openapi::types::ToJSON::to_json_string(self);
-        let digest = Sha256::digest(json.as_bytes());
-        let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        format!("\"{hex}\"")
-    }
-}
-
 /// One page of users: by offset (`total`, `page`, `pages` set) or by cursor (`total` only
 /// with `include_total=true`).
 #[derive(Debug, Object)]

@@ -17,6 +17,7 @@ use super::{
         UserOut, UserUpdate,
     },
     export, page_json,
+    page_json::UserJson,
 };
 use crate::{
     domain::{DEFAULT_PAGE_SIZE, FieldError, PageRequest, UserFilter, UserQuery},
@@ -30,7 +31,7 @@ pub struct UsersApi;
 pub enum UserResponse {
     /// The user, with its `ETag`.
     #[oai(status = 200)]
-    Ok(Json<UserOut>, #[oai(header = "ETag")] String),
+    Ok(UserJson, #[oai(header = "ETag")] String),
     /// Unchanged since the `If-None-Match` validator was issued.
     #[oai(status = 304)]
     NotModified(#[oai(header = "ETag")] String),
@@ -298,7 +299,8 @@ impl UsersApi {
         id: Path<i64>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> ApiResult<UserResponse> {
-        let user = UserOut::from(&*state.services.users.get(&auth.0, id.0).await?);
+        let user = UserJson::new(&*state.services.users.get(&auth.0, id.0).await?)
+            .map_err(ApiError::internal)?;
         let etag = user.etag();
         if if_none_match
             .0
@@ -307,7 +309,7 @@ impl UsersApi {
         {
             return Ok(UserResponse::NotModified(etag));
         }
-        Ok(UserResponse::Ok(Json(user), etag))
+        Ok(UserResponse::Ok(user, etag))
     }
 
     /// Update a user
