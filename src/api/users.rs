@@ -16,8 +16,8 @@ use super::{
         BulkCreate, BulkCreated, ExportFormat, InviteRequest, MeUpdate, SortParam, UserCreate,
         UserOut, UserUpdate,
     },
-    export, page_json,
-    page_json::UserJson,
+    export,
+    page_json::{self, UserJson},
 };
 use crate::{
     domain::{DEFAULT_PAGE_SIZE, FieldError, PageRequest, UserFilter, UserQuery},

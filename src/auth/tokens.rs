@@ -262,6 +262,7 @@ mod tests {
         let at = issued.timestamp();
         assert_eq!(tokens.verify_at(&token, at), Some((5, "s".to_string())));
         // Now answered from the verified tokens: the same limits hold, with 1 s of leeway.
+        assert!(tokens.verified.contains_key(&token));
         assert_eq!(
             tokens.verify_at(&token, at + 61),
             Some((5, "s".to_string()))
@@ -272,6 +273,10 @@ mod tests {
         // A forged variant of a verified token is not taken for it.
         let forged = format!("{token}x");
         assert_eq!(tokens.verify_at(&forged, at), None);
+        assert!(
+            !tokens.verified.contains_key(&forged),
+            "only verified tokens are kept"
+        );
     }
 
     #[test]

@@ -673,7 +673,7 @@ impl UserService {
             }
             return Ok(None);
         }
-        if self.store.count_users().await.map_err(|e| e.to_string())? > 0 {
+        if self.store.has_users().await.map_err(|e| e.to_string())? {
             return Ok(None);
         }
         let password: String = random_token()?.chars().take(20).collect();

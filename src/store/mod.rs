@@ -325,6 +325,9 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<User, StoreError>;
     async fn delete_user(&self, id: UserId, audit: Vec<AuditRecord>) -> Result<(), StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
+    /// Whether any user exists: one row read, where a count reads a whole index (start-up
+    /// asks this on every launch; COUNT(*) took seconds on a cold ten-million-user file).
+    async fn has_users(&self) -> Result<bool, StoreError>;
     /// Up to `limit` users of the query's filter and sort that come after `after`.
     async fn list_users_after(
         &self,
@@ -524,7 +527,9 @@ pub fn sort_key_sql(field: SortField, collation: &str) -> Option<String> {
 
 /// The comparison that keeps the rows after a keyset in the sort's direction:
 /// `key > a OR (key = a AND id > b)` ascending, `<` descending, with `a` and `b` written by
-/// `param` (the backend's placeholder for the n-th value: 0 the key, 1 the id).
+/// `param` (the backend's placeholder for the n-th value: 0 the key, 1 the id). SQLite's
+/// planner ranges this form over the sort's index; PostgreSQL does not, and its store writes
+/// the same rows as the row comparison `(key, id) > (a, b)` (`push_filter_after`).
 pub fn keyset_sql(sort: &UserSort, collation: &str, param: impl Fn(usize) -> String) -> String {
     let op = match sort.direction {
         SortDirection::Asc => ">",

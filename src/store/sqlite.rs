@@ -41,7 +41,7 @@ const WRITER_CACHE_KIB: u32 = 16_384;
 /// Reads through a shared memory map of the file: a reader's private page cache is emptied
 /// whenever another connection commits, and re-reading through `pread` copies every page.
 const MMAP_BYTES: u64 = 1 << 30;
-/// The width of a `user_signups_by_day` row.
+/// The width of a `user_signups_by_day` row (its triggers, in migration 11, say it in SQL).
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 const LARGE_BATCH_ROWS: usize = 5_000;
 const LARGE_BATCH_CACHE_KIB: u32 = 524_288;
@@ -844,9 +844,9 @@ fn insert_users(
         )?;
         tx.execute(
             "INSERT INTO user_signups_by_day (day, users)
-             SELECT created_at / 86400000000, COUNT(*) FROM users WHERE id BETWEEN ?1 AND ?2 GROUP BY 1
+             SELECT created_at / ?3, COUNT(*) FROM users WHERE id BETWEEN ?1 AND ?2 GROUP BY 1
              ON CONFLICT (day) DO UPDATE SET users = users + excluded.users",
-            [first.id, last.id],
+            [first.id, last.id, MICROS_PER_DAY],
         )?;
     }
     tx.execute(
@@ -1137,15 +1137,20 @@ impl UserStore for SqliteStore {
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
-        // The trigger-kept total: start-up asks this on every launch, and a COUNT(*) reads
-        // a whole index (seconds on a cold ten-million-user file).
         self.run(|conn| {
             Ok(count(conn.query_row(
-                "SELECT total FROM user_counts WHERE id = 1",
+                "SELECT COUNT(*) FROM users",
                 [],
                 |r| r.get(0),
             )?))
         })
+        .await
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        self.run(
+            |conn| Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0))?),
+        )
         .await
     }
 

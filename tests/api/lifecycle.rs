@@ -20,6 +20,17 @@ backend_tests! {
         assert_eq!(again.store.count_users().await.unwrap(), 1);
     }
 
+    async fn a_database_holding_users_gets_no_bootstrap_admin(backend) {
+        // Users, but none called admin@example.com: only "any user at all?" keeps it out.
+        let app = TestApp::spawn(backend).await;
+        app.create_user("someone@example.com", "password-123", false).await;
+        let again = app.restart_with(&[("FIRST_SUPERUSER_EMAIL", ""), ("FIRST_SUPERUSER_PASSWORD", "")]).await;
+        assert!(again.bootstrap.is_none());
+        assert_eq!(again.store.count_users().await.unwrap(), 2);
+        let r = again.get("/api/v1/users?search=admin@example.com", Some(app.admin())).await;
+        assert_eq!(r.body["total"], 0);
+    }
+
     async fn a_configured_first_superuser_replaces_the_bootstrap_admin(backend) {
         let app = TestApp::spawn(backend).await;
         assert!(app.bootstrap.is_none());

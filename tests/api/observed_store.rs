@@ -177,6 +177,9 @@ impl UserStore for ObservedStore {
     async fn count_users(&self) -> Result<u64, StoreError> {
         self.inner.count_users().await
     }
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        self.inner.has_users().await
+    }
     async fn list_users(
         &self,
         query: &UserQuery,

@@ -931,6 +931,12 @@ impl UserStore for PostgresStore {
         Ok(count(n))
     }
 
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn list_users_after(
         &self,
         query: &UserQuery,
