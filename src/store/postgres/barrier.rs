@@ -16,6 +16,12 @@
 //! many requests arrive, the database sees one small query per round trip, and each
 //! request waits for at most the read in flight plus one more.
 //!
+//! Between reads the driver yields once to the runtime, so a read starts only after the
+//! tasks already queued have run, and all those that ask in that turn share it. Under load
+//! (100k users, 64 connections, one instance) that took a read from ≈ 7 requests to ≈ 25
+//! and the cached dashboard from 37–38k to 40–47k req/s; on an idle runtime the yield
+//! returns at once. It only delays when the next read starts, so the argument above holds.
+//!
 //! The driver is a task of its own, so a request that is dropped (timeout, client gone)
 //! never leaves a half-done read that others wait on. It reads over a connection of its
 //! own rather than the request pool: a pooled query first waits for a free connection
@@ -153,6 +159,10 @@ async fn drive(shared: Arc<Shared>, options: PgConnectOptions, publish: watch::S
         if publish.send(Observed { epoch, value }).is_err() {
             return; // the barrier is gone
         }
+        // Let the tasks already queued run first — the requests this read just released and
+        // those that arrived meanwhile — so they join the next read instead of each
+        // round trip serving whoever happened to ask first (see "How reads are shared").
+        tokio::task::yield_now().await;
     }
 }
 
