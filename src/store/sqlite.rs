@@ -37,7 +37,10 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache per reader connection. Small: readers share the OS page cache, and a pool of
 /// large private caches would hold the same hot pages several times over.
 const CACHE_KIB: u32 = 4_096;
-const WRITER_CACHE_KIB: u32 = 16_384;
+/// The writer's: twice a reader's, as writes touch every index of the rows they change.
+/// Under mixed load (30% writes) it fills whatever it is given; 16 MiB wrote no faster than
+/// 8 and held 10–12 MB more at the memory peak (BENCHMARKS.md, 2026-11-30 late).
+const WRITER_CACHE_KIB: u32 = 8_192;
 /// Reads through a shared memory map of the file: a reader's private page cache is emptied
 /// whenever another connection commits, and re-reading through `pread` copies every page.
 const MMAP_BYTES: u64 = 1 << 30;
