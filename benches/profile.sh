@@ -29,11 +29,13 @@ if [ "$scenario" = bare ]; then
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     "$bare_bin" "127.0.0.1:$port" &
     pid=$!  # lib.sh's cleanup stops it
+    dso=bare_baseline
     base="http://127.0.0.1:$port"
     for _ in $(seq 1 50); do curl -fs "$base/health/live" >/dev/null && break; sleep 0.1; done
     export LUA_DIR="$PWD/benches/load"
 else
     start_seeded_server "$users"
+    dso=roster
 fi
 case "$scenario" in
     bare) conns=100; target=(-s benches/load/simple.lua "$base/health/live") ;;
@@ -61,8 +63,8 @@ grep '^{' "$work/wrk.out" >>"$out"
     echo "## Self time by symbol (perf report --no-children, ≥ 0.7%)"
     perf report -i "$work/perf.data" --no-children --stdio -g none --percent-limit 0.7 2>/dev/null | grep -E '^ +[0-9]'
     echo
-    echo "## Roster's own code and its crates (self time, ≥ 0.3%)"
-    perf report -i "$work/perf.data" --no-children --stdio -g none --dsos roster --percent-limit 0.3 2>/dev/null | grep -E '^ +[0-9]'
+    echo "## The server's own code and its crates (self time, ≥ 0.3%)"
+    perf report -i "$work/perf.data" --no-children --stdio -g none --dsos "$dso" --percent-limit 0.3 2>/dev/null | grep -E '^ +[0-9]' || true
     echo
     echo "## By shared object"
     perf report -i "$work/perf.data" --no-children --stdio -g none --sort dso 2>/dev/null | grep -E '^ +[0-9]'
