@@ -9,33 +9,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 users="${1:-100000}"; seconds="${2:-8}"
 pg_server="${BENCH_POSTGRES_URL:-${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}}"
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
 cargo build --release -q --features postgres
-bin="$PWD/target/release/roster"
-work="$(mktemp -d)"; pid=""
+ROSTER_BIN="$PWD/target/release/roster"
+. benches/lib.sh
 db=roster_bench_alloc
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; psql "$pg_server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true; }
-trap cleanup EXIT
+trap 'cleanup; psql "$pg_server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true' EXIT
 export LUA_DIR="$PWD/benches/load"
 mkdir -p benches/results
 out="benches/results/alloc-barrier-$(date -u +%Y%m%d-%H%M%S).jsonl"
 echo "{\"machine\":\"$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"commit\":\"$(git rev-parse --short HEAD)\",\"users\":$users,\"seconds\":$seconds,\"command\":\"benches/alloc_barrier.sh $users $seconds\"}" | tee "$out"
 metric() { curl -fs "$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 run() { # label DATABASE_URL
-    local label="$1" url="$2" port base
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    base="http://127.0.0.1:$port"
-    DATABASE_URL="$url" BIND_ADDR="127.0.0.1:$port" RATE_LIMIT_ENABLED=false \
-        JWT_SECRET=bench-secret-bench-secret-bench-secret \
-        FIRST_SUPERUSER_EMAIL=bench@example.com FIRST_SUPERUSER_PASSWORD=bench-password-1 \
-        "$bin" serve >"$work/log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do curl -fs "$base/health/ready" >/dev/null && break; sleep 0.1; done
-    sleep 3 # start-up's hash memory has been given back
-    ROSTER_TOKEN=$(curl -fs -X POST "$base/api/v1/auth/login" -H 'content-type: application/json' \
-        -d '{"email":"bench@example.com","password":"bench-password-1"}' \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-    export ROSTER_TOKEN
+    local label="$1"
+    start_server "$2"
+    # Measured after a login's hash; start-up's own hash is given back first.
+    sleep 3
+    curl -fs -X POST "$base/api/v1/auth/login" -H 'content-type: application/json' \
+        -d '{"email":"bench@example.com","password":"bench-password-1"}' >/dev/null
     sleep 0.1
     local after_login; after_login=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status")
     sleep 2.5
@@ -62,11 +52,11 @@ print(json.dumps(w))
 PY
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
-DATABASE_URL="sqlite://$work/bench.db" "$bin" seed --users "$users" >/dev/null
+DATABASE_URL="sqlite://$work/bench.db" "$ROSTER_BIN" seed --users "$users" >/dev/null
 run sqlite "sqlite://$work/bench.db"
 psql "$pg_server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 pg_url="${pg_server%/*}/$db"
-DATABASE_URL="$pg_url" "$bin" seed --users "$users" >/dev/null
+DATABASE_URL="$pg_url" "$ROSTER_BIN" seed --users "$users" >/dev/null
 psql "$pg_url" -qc "VACUUM ANALYZE" -c "CHECKPOINT"
 run postgres "$pg_url"
 echo "results: $out"

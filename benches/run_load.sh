@@ -18,8 +18,8 @@ memory_sampler &
 mkdir -p benches/results
 out="benches/results/load-$(date -u +%Y%m%d-%H%M%S).jsonl"
 rounds="${LOAD_ROUNDS:-1}"
-round=1
-tag() { if [ "$rounds" -gt 1 ]; then sed "s/^{/{\"round\":$round,/"; else cat; fi; }
+round=""   # set while the interleaved rounds run (with LOAD_ROUNDS > 1): lines then carry it
+tag() { if [ -n "$round" ]; then sed "s/^{/{\"round\":$round,/"; else cat; fi; }
 run() { # name connections path|script
     local name="$1" conns="$2" target="$3"
     if [[ "$target" == *.lua ]]; then
@@ -42,18 +42,19 @@ curl -fs -H "Authorization: Bearer $ROSTER_TOKEN" "$base/api/v1/dashboard/stats"
 # pay for it: in earlier runs /health/live, measured first, came out below the cached
 # dashboard, which does strictly more per request. Not recorded.
 wrk -t2 -c100 -d3s "$base/health/live" >/dev/null
-for round in $(seq 1 "$rounds"); do
+for r in $(seq 1 "$rounds"); do
+    if [ "$rounds" -gt 1 ]; then round="$r"; fi
     SCENARIO=bare_baseline wrk -t2 -c100 -d"${seconds}s" -s benches/load/simple.lua "http://127.0.0.1:$bare_port/health/live" | grep '^{' | tag | tee -a "$out"
     run d_health_live_ceiling 100 /health/live
     run a_dashboard_cached 100 /api/v1/dashboard/stats
     run e_user_by_id_cached 100 benches/load/user_by_id.lua
 done
-round=1; rounds_saved="$rounds"; rounds=1   # the rest runs once: no round field
+round=""   # the rest runs once
 kill "$bare_pid"; wait "$bare_pid" 2>/dev/null || true
 run b_list_filtered_page 50 "/api/v1/users?is_active=true&size=50"
 run c_mixed 100 benches/load/mixed.lua
 echo "{\"access_log_lines\":$(wc -l <"$work/access.log"),$(memory_json)}" | tee -a "$out"
-if [ "$rounds_saved" -gt 1 ]; then
+if [ "$rounds" -gt 1 ]; then
     python3 - "$out" <<'PY' | tee -a "$out"
 import json, statistics, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

@@ -24,8 +24,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> Result<String, String> {
     let mut mac = <Hmac<Sha256>>::new_from_slice(secret).map_err(|e| e.to_string())?;
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256={hex}"))
+    Ok(format!("sha256={}", hex::encode(tag)))
 }
 
 impl WebhookSender {

@@ -115,9 +115,7 @@ impl UserJson {
     /// A strong validator of exactly this representation.
     pub fn etag(&self) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(&self.0);
-        let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        format!("\"{hex}\"")
+        format!("\"{}\"", hex::encode(&Sha256::digest(&self.0)[..12]))
     }
 }
 

@@ -31,11 +31,7 @@ struct Key {
 }
 
 pub fn key_id(secret: &[u8]) -> String {
-    Sha256::digest(secret)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(secret)[..8])
 }
 
 /// What a token that verified carries, kept to answer the same token again.
@@ -184,8 +180,7 @@ pub fn random_token() -> Result<String, String> {
 
 /// What the database keeps of a refresh token.
 pub fn refresh_token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// What the database keeps of a one-time (reset, verification, invitation) token: the

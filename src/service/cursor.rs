@@ -42,8 +42,7 @@ impl Cursors {
     }
 
     fn list_id(query: &UserQuery) -> String {
-        let digest = Sha256::digest(format!("{:?}|{:?}", query.sort, query.filter).as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        Self::digest(&format!("{:?}|{:?}", query.sort, query.filter))
     }
 
     fn mac(&self, payload: &[u8]) -> Result<HmacSha256, ServiceError> {
@@ -74,8 +73,7 @@ impl Cursors {
     }
 
     fn digest(list: &str) -> String {
-        let digest = Sha256::digest(list.as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&Sha256::digest(list.as_bytes())[..8])
     }
 
     /// The cursor of the page after `last` in `query`'s list.

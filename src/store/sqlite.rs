@@ -39,7 +39,7 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 const CACHE_KIB: u32 = 4_096;
 /// The writer's: twice a reader's, as writes touch every index of the rows they change.
 /// Under mixed load (30% writes) it fills whatever it is given; 16 MiB wrote no faster than
-/// 8 and held 10–12 MB more at the memory peak (BENCHMARKS.md, 2026-11-30 late).
+/// 8 and held 10–12 MB more at the memory peak (BENCHMARKS.md, "a smaller writer cache").
 const WRITER_CACHE_KIB: u32 = 8_192;
 /// Reads through a shared memory map of the file: a reader's private page cache is emptied
 /// whenever another connection commits, and re-reading through `pread` copies every page.

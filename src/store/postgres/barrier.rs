@@ -17,10 +17,10 @@
 //! request waits for at most the read in flight plus one more.
 //!
 //! Between reads the driver yields once to the runtime, so a read starts only after the
-//! tasks already queued have run, and all those that ask in that turn share it. Under load
-//! (100k users, 64 connections, one instance) that took a read from ≈ 7 requests to ≈ 25
-//! and the cached dashboard from 37–38k to 40–47k req/s; on an idle runtime the yield
-//! returns at once. It only delays when the next read starts, so the argument above holds.
+//! tasks already queued have run, and all those that ask in that turn share it: under load
+//! a read serves ≈ 26 requests instead of ≈ 7 (BENCHMARKS.md, "the 80% line crossed"); on
+//! an idle runtime the yield returns at once. It only delays when the next read starts, so
+//! the argument above holds.
 //!
 //! The driver is a task of its own, so a request that is dropped (timeout, client gone)
 //! never leaves a half-done read that others wait on. It reads over a connection of its
