@@ -17,7 +17,7 @@ pub use crate::service::BootstrapAdmin;
 use crate::{
     admin, api,
     config::Settings,
-    connection::HeaderDeadline,
+    connection::ConnectionDeadlines,
     error::ApiError,
     metrics::AppMetrics,
     middleware::{BodyLimit, Observe, RateLimit, RateLimits, SecurityHeaders, Timeout},
@@ -73,15 +73,14 @@ pub async fn launch(
         .get_or_insert_with(|| format!("http://{addr}"));
     let (state, bootstrap) = build_state(settings, options.clock, options.wrap_store).await?;
     let grace = state.settings.request_timeout + Duration::from_secs(1);
-    let acceptor = HeaderDeadline {
+    let acceptor = ConnectionDeadlines {
         inner: acceptor,
-        timeout: state.settings.header_read_timeout,
+        header_timeout: state.settings.header_read_timeout,
+        idle_timeout: state.settings.idle_timeout,
     };
-    let idle = state.settings.idle_timeout;
     let endpoint = build_endpoint(state.clone(), options.extra_routes);
     let server = tokio::spawn(async move {
         Server::new_with_acceptor(acceptor)
-            .idle_timeout(idle)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(grace))
             .await
     });
