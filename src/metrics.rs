@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use crate::{
     cache::CacheStats,
-    routes::RouteTable,
+    routes::{RouteLabel, RouteTable},
     service::OutboxFigures,
     store::{CoherenceStats, OutboxCounts, PoolStatus},
 };
@@ -36,8 +39,14 @@ const DURATION_BUCKETS: &[f64] = &[
 /// the exporter's own installer does.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// Method, route and status: the labels of a request's series. Bounded: methods are a fixed
+/// set (`method_label`), routes come from the OpenAPI document, statuses are three digits.
+type RequestKey = (&'static str, RouteLabel, u16);
+type RequestHandles = (Counter, Histogram);
+
 pub struct AppMetrics {
     recorder: PrometheusRecorder,
+    request_handles: RwLock<HashMap<RequestKey, RequestHandles>>,
     handle: PrometheusHandle,
     routes: Arc<RouteTable>,
     upkeep: Option<tokio::task::AbortHandle>,
@@ -80,6 +89,7 @@ impl AppMetrics {
         });
         let metrics = Self {
             recorder,
+            request_handles: RwLock::default(),
             handle,
             routes,
             upkeep,
@@ -88,23 +98,46 @@ impl AppMetrics {
         metrics
     }
 
-    pub fn record_request(&self, method: &str, path: &str, status: u16, elapsed: Duration) {
-        let route = self.routes.template_of(path);
-        let labels = vec![
-            Label::new("method", method.to_string()),
-            Label::new("route", route.clone()),
-            Label::new("status", status.to_string()),
-        ];
-        self.recorder
-            .register_counter(&key("http_requests_total", labels), &METADATA)
-            .increment(1);
-        let labels = vec![
-            Label::new("method", method.to_string()),
-            Label::new("route", route),
-        ];
-        self.recorder
-            .register_histogram(&key("http_request_duration_seconds", labels), &METADATA)
-            .record(elapsed.as_secs_f64());
+    pub fn record_request(&self, method: &'static str, path: &str, status: u16, elapsed: Duration) {
+        let key = (method, self.routes.label_of(path), status);
+        let cached = self
+            .request_handles
+            .read()
+            .ok()
+            .and_then(|handles| handles.get(&key).cloned());
+        let (requests, duration) = cached.unwrap_or_else(|| self.register_request_handles(key));
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    }
+
+    /// Registers the series of one (method, route, status) once; later requests reuse the
+    /// handles instead of building labels and looking them up in the registry.
+    fn register_request_handles(&self, key: RequestKey) -> RequestHandles {
+        let (method, label, status) = key;
+        let route = self.routes.template(label).to_string();
+        let requests = self.recorder.register_counter(
+            &Key::from_parts(
+                "http_requests_total",
+                vec![
+                    Label::new("method", method),
+                    Label::new("route", route.clone()),
+                    Label::new("status", status.to_string()),
+                ],
+            ),
+            &METADATA,
+        );
+        let duration = self.recorder.register_histogram(
+            &Key::from_parts(
+                "http_request_duration_seconds",
+                vec![Label::new("method", method), Label::new("route", route)],
+            ),
+            &METADATA,
+        );
+        let handles = (requests, duration);
+        if let Ok(mut cache) = self.request_handles.write() {
+            cache.insert(key, handles.clone());
+        }
+        handles
     }
 
     pub fn record_rate_limited(&self, bucket: &'static str) {

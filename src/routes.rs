@@ -11,12 +11,46 @@ struct Route {
     methods: Vec<String>,
 }
 
-pub struct RouteTable(Vec<Route>);
+/// A path's metrics label, as an index into the table's templates: cheap to compare and
+/// hash, so `metrics.rs` keeps one set of handles per label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteLabel(usize);
+
+/// Labels that are not an API route of the OpenAPI document; API routes follow them.
+const SPECIAL_LABELS: [&str; 4] = ["unmatched", "/docs", "/openapi.json", "/admin"];
+const UNMATCHED: RouteLabel = RouteLabel(0);
+const DOCS: RouteLabel = RouteLabel(1);
+const OPENAPI: RouteLabel = RouteLabel(2);
+const ADMIN: RouteLabel = RouteLabel(3);
+
+/// No API path has more segments; longer paths are unmatched without a closer look.
+const MAX_SEGMENTS: usize = 16;
+
+impl Route {
+    fn template(&self) -> String {
+        if self.segments.is_empty() {
+            return "/".into();
+        }
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => format!("/{l}"),
+                Segment::Param => "/{id}".into(),
+            })
+            .collect()
+    }
+}
+
+pub struct RouteTable {
+    routes: Vec<Route>,
+    /// `SPECIAL_LABELS`, then each route's template (`/api/v1/users/{id}`).
+    templates: Vec<String>,
+}
 
 impl RouteTable {
     pub fn from_spec(spec: &str) -> Self {
         let doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
-        let routes = doc
+        let routes: Vec<Route> = doc
             .get("paths")
             .and_then(|p| p.as_object())
             .map(|paths| {
@@ -42,58 +76,74 @@ impl RouteTable {
                     .collect()
             })
             .unwrap_or_default();
-        Self(routes)
+        let templates = SPECIAL_LABELS
+            .iter()
+            .map(|label| label.to_string())
+            .chain(routes.iter().map(Route::template))
+            .collect();
+        Self { routes, templates }
     }
 
-    /// The route serving `path`; literal segments win over parameters (`/users/me`).
-    fn find(&self, path: &str) -> Option<&Route> {
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        self.0
+    /// The index of the route serving `path`; literal segments win over parameters
+    /// (`/users/me`). Runs for every request, so it allocates nothing.
+    fn find(&self, path: &str) -> Option<usize> {
+        let mut parts = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for part in path.split('/').filter(|s| !s.is_empty()) {
+            *parts.get_mut(count)? = part;
+            count += 1;
+        }
+        let parts = &parts[..count];
+        self.routes
             .iter()
-            .filter(|r| r.segments.len() == parts.len())
-            .filter(|r| {
-                r.segments.iter().zip(&parts).all(|(seg, part)| match seg {
+            .enumerate()
+            .filter(|(_, r)| r.segments.len() == parts.len())
+            .filter(|(_, r)| {
+                r.segments.iter().zip(parts).all(|(seg, part)| match seg {
                     Segment::Literal(l) => l == part,
                     Segment::Param => true,
                 })
             })
-            .max_by_key(|r| {
+            .max_by_key(|(_, r)| {
                 r.segments
                     .iter()
                     .filter(|s| matches!(s, Segment::Literal(_)))
                     .count()
             })
+            .map(|(index, _)| index)
     }
 
-    /// The template of `path` (`/api/v1/users/{id}`), `/docs`, or `unmatched`.
-    pub fn template_of(&self, path: &str) -> String {
+    /// The label of `path`: its route, `/docs`, `/openapi.json`, `/admin`, or `unmatched`.
+    pub fn label_of(&self, path: &str) -> RouteLabel {
         if path == "/docs" || path.starts_with("/docs/") {
-            return "/docs".into();
+            return DOCS;
         }
         if path == "/openapi.json" {
-            return path.into();
+            return OPENAPI;
         }
         // The admin console: one label for all its pages (its paths carry ids).
         if path == "/admin" || path.starts_with("/admin/") {
-            return "/admin".into();
+            return ADMIN;
         }
-        match self.find(path) {
-            Some(route) if route.segments.is_empty() => "/".into(),
-            Some(route) => route
-                .segments
-                .iter()
-                .map(|s| match s {
-                    Segment::Literal(l) => format!("/{l}"),
-                    Segment::Param => "/{id}".into(),
-                })
-                .collect(),
-            None => "unmatched".into(),
-        }
+        self.find(path)
+            .map_or(UNMATCHED, |index| RouteLabel(SPECIAL_LABELS.len() + index))
+    }
+
+    /// The text of a label from `label_of`.
+    pub fn template(&self, label: RouteLabel) -> &str {
+        self.templates
+            .get(label.0)
+            .map_or("unmatched", String::as_str)
+    }
+
+    /// The template of `path` (`/api/v1/users/{id}`), `/docs`, or `unmatched`.
+    pub fn template_of(&self, path: &str) -> &str {
+        self.template(self.label_of(path))
     }
 
     /// The `Allow` header value for `path`, when it is a route of the API.
     pub fn allowed_methods(&self, path: &str) -> Option<String> {
-        let route = self.find(path)?;
+        let route = &self.routes[self.find(path)?];
         let mut methods = route.methods.clone();
         if methods.iter().any(|m| m == "GET") {
             methods.push("HEAD".into());
@@ -122,6 +172,11 @@ mod tests {
         assert_eq!(routes.template_of("/docs/index.css"), "/docs");
         assert_eq!(routes.template_of("/random/123"), "unmatched");
         assert_eq!(routes.template_of("/admin/users/42"), "/admin");
+        assert_eq!(routes.template_of(&"/a".repeat(40)), "unmatched");
+        assert_eq!(
+            routes.label_of("/api/v1/users/7"),
+            routes.label_of("/api/v1/users/8")
+        );
     }
 
     #[test]
