@@ -1,5 +1,6 @@
 //! Roster: a self-hosted user-management REST API on SQLite or PostgreSQL.
 
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod app;
@@ -12,6 +13,7 @@ pub mod connection;
 pub mod domain;
 pub mod error;
 pub mod healthcheck;
+pub mod log_writer;
 pub mod mail;
 pub mod metrics;
 pub mod middleware;
