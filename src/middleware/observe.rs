@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::client_ip;
 use crate::{
+    access_log::AccessLine,
     error::ApiError,
     metrics::AppMetrics,
     request_context::{self, RequestContext, is_valid_request_id},
@@ -68,7 +69,9 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let ip = client_ip(&req, self.trust_proxy_headers);
         let client_ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
         let ctx = RequestContext::new(request_id.clone(), ip);
-        let span = tracing::info_span!("request", %request_id, %method, %path);
+        // Lines logged while the request runs carry its id; the method and path are on
+        // its access line (each span field is formatted for every request).
+        let span = tracing::info_span!("request", %request_id);
 
         let mut response = request_context::scope(
             ctx.clone(),
@@ -100,16 +103,20 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         // Microsecond precision: 0.491, not 0.49098900000000006.
         let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         let status_code = response.status().as_u16();
-        let user_id = ctx.user_id();
         self.metrics
             .record_request(method, &path, status_code, elapsed);
-        // Outside the request's span: the line carries every field itself, and the span's
-        // context would repeat request_id, method and path on it.
-        if elapsed >= self.slow_request {
-            tracing::warn!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "slow request");
-        } else {
-            tracing::info!(target: "roster::access", %request_id, %method, %path, status_code, duration_ms, %client_ip, user_id, "request");
+        // Outside the request's span: the line carries every field itself.
+        AccessLine {
+            request_id: &request_id,
+            method,
+            path: &path,
+            status_code,
+            duration_ms,
+            client_ip: &client_ip,
+            user_id: ctx.user_id(),
+            slow: elapsed >= self.slow_request,
         }
+        .emit();
         Ok(response)
     }
 }
