@@ -5,9 +5,12 @@
 //! installed (tests in one process) or writes to a terminal (colours), the line goes
 //! through `tracing` as any other.
 
-use std::{io::Write, sync::OnceLock};
-
-use chrono::{SecondsFormat, Utc};
+use std::{
+    cell::RefCell,
+    io::Write,
+    sync::OnceLock,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use crate::log_writer::BatchedWriter;
 
@@ -74,7 +77,7 @@ impl AccessLine<'_> {
         let _ = write!(
             out,
             "{}  {level} {TARGET}: {message} request_id={} method={} path={} status_code={} duration_ms={:?} client_ip={}",
-            Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            Timestamp,
             self.request_id,
             self.method,
             self.path,
@@ -94,7 +97,7 @@ impl AccessLine<'_> {
         let _ = write!(
             out,
             r#"{{"timestamp":"{}","level":"{level}","message":"{message}","request_id":"#,
-            Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            Timestamp,
         );
         let _ = serde_json::to_writer(&mut *out, self.request_id);
         let _ = write!(out, r#","method":"{}","path":"#, self.method);
@@ -128,6 +131,32 @@ impl AccessLine<'_> {
     }
 }
 
+/// Now, as the subscriber writes it: RFC 3339 in UTC with microseconds. The part up to the
+/// second is formatted once a second per thread, not once a line.
+struct Timestamp;
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        thread_local! {
+            static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs();
+        SECOND.with_borrow_mut(|(cached, text)| {
+            if *cached != secs {
+                *cached = secs;
+                *text = chrono::DateTime::from_timestamp(secs as i64, 0)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string();
+            }
+            write!(f, "{text}.{:06}Z", now.subsec_micros())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +172,21 @@ mod tests {
             user_id,
             slow,
         }
+    }
+
+    #[test]
+    fn the_timestamp_is_rfc3339_with_microseconds() {
+        let before = chrono::Utc::now();
+        let text = Timestamp.to_string();
+        let after = chrono::Utc::now();
+        assert_eq!(text.len(), 27, "{text}");
+        assert!(text.ends_with('Z'), "{text}");
+        let parsed = chrono::DateTime::parse_from_rfc3339(&text).unwrap();
+        let floor = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
+        assert!(
+            floor(before) <= parsed.timestamp_micros() && parsed.timestamp_micros() <= floor(after),
+            "{text}"
+        );
     }
 
     /// The layout tracing-subscriber gives the same event (its timestamp aside).
