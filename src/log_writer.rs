@@ -10,7 +10,6 @@
 use std::{
     io::Write,
     sync::{Arc, Condvar, Mutex, MutexGuard},
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -21,6 +20,9 @@ use tracing_subscriber::fmt::MakeWriter;
 const GATHER_FOR: Duration = Duration::from_millis(10);
 /// Past this, loggers wait for the writer (≈ 16k access lines).
 const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+/// How long shutdown waits for the last lines: an output nobody reads (a full pipe) must
+/// not hang the exit.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Pending {
@@ -28,6 +30,8 @@ struct Pending {
     /// The writer waits for a first line; the logger that brings it wakes the writer.
     writer_idle: bool,
     closing: bool,
+    /// The writer wrote everything and stopped.
+    finished: bool,
 }
 
 #[derive(Default)]
@@ -35,7 +39,7 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Signalled by the first line after a quiet spell, and at shutdown.
     wake_writer: Condvar,
-    /// Signalled when the writer has taken the pending lines.
+    /// Signalled when the writer has taken the pending lines, and when it stops.
     drained: Condvar,
 }
 
@@ -52,27 +56,35 @@ pub struct BatchedWriter {
     shared: Arc<Shared>,
 }
 
-/// Writes out what is pending and stops the writer thread when dropped: hold it until
-/// the program ends.
+/// Writes out what is pending and stops the writer thread when dropped (waiting at most
+/// `SHUTDOWN_WAIT`): hold it until the program ends.
 pub struct FlushGuard {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// Starts the writer thread for `output`.
 pub fn batched<W: Write + Send + 'static>(output: W) -> (BatchedWriter, FlushGuard) {
     let shared = Arc::new(Shared::default());
-    let thread = std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("roster-log".into())
         .spawn({
             let shared = shared.clone();
-            move || write_out(&shared, output)
-        })
-        .ok();
+            move || {
+                write_out(&shared, output);
+                shared.lock().finished = true;
+                shared.drained.notify_all();
+            }
+        });
+    if started.is_err() {
+        // No thread to write: lines are dropped rather than piling up.
+        let mut pending = shared.lock();
+        pending.closing = true;
+        pending.finished = true;
+    }
     let writer = BatchedWriter {
         shared: shared.clone(),
     };
-    (writer, FlushGuard { shared, thread })
+    (writer, FlushGuard { shared })
 }
 
 fn write_out<W: Write>(shared: &Shared, mut output: W) {
@@ -112,6 +124,10 @@ fn write_out<W: Write>(shared: &Shared, mut output: W) {
 impl Write for &BatchedWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let mut pending = self.shared.lock();
+        if pending.finished {
+            // After shutdown nothing writes lines out any more.
+            return Ok(line.len());
+        }
         while pending.bytes.len() >= MAX_PENDING_BYTES && !pending.closing {
             pending = self
                 .shared
@@ -142,11 +158,13 @@ impl<'a> MakeWriter<'a> for BatchedWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
+        let mut pending = self.shared.lock();
+        pending.closing = true;
         self.shared.wake_writer.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self
+            .shared
+            .drained
+            .wait_timeout_while(pending, SHUTDOWN_WAIT, |p| !p.finished);
     }
 }
 
@@ -218,5 +236,33 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(output.0.lock().unwrap().as_slice(), b"one line\n");
+    }
+
+    /// An output that never returns from a write, like a pipe nobody reads.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn shutdown_does_not_hang_on_an_output_that_never_drains() {
+        let (writer, guard) = batched(Stuck);
+        writer.make_writer().write_all(b"never written\n").unwrap();
+        std::thread::sleep(GATHER_FOR * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(
+            waited >= SHUTDOWN_WAIT / 2 && waited < SHUTDOWN_WAIT * 3,
+            "{waited:?}"
+        );
     }
 }
