@@ -44,6 +44,27 @@ pub async fn scope<F: Future>(ctx: Arc<RequestContext>, fut: F) -> F::Output {
     CONTEXT.scope(ctx, fut).await
 }
 
+/// The context of the request being served, to carry onto a blocking thread or a task.
+pub fn current() -> Option<Arc<RequestContext>> {
+    CONTEXT.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` (on a blocking thread) as part of `ctx`'s request: its log lines carry its id.
+pub fn sync_scope<R>(ctx: Option<Arc<RequestContext>>, f: impl FnOnce() -> R) -> R {
+    match ctx {
+        Some(ctx) => CONTEXT.sync_scope(ctx, f),
+        None => f(),
+    }
+}
+
+/// `scope` for a spawned task that continues a request, when there is one.
+pub async fn continue_scope<F: Future>(ctx: Option<Arc<RequestContext>>, fut: F) -> F::Output {
+    match ctx {
+        Some(ctx) => CONTEXT.scope(ctx, fut).await,
+        None => fut.await,
+    }
+}
+
 /// The id of the request being served, or an empty string outside a request.
 pub fn current_request_id() -> String {
     CONTEXT

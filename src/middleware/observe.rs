@@ -10,7 +10,6 @@ use poem::{
     error::MethodNotAllowedError,
     http::{HeaderValue, header},
 };
-use tracing::Instrument;
 
 use super::client_ip;
 use crate::{
@@ -68,32 +67,26 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let path = req.uri().path().to_string();
         let ip = client_ip(&req, self.trust_proxy_headers);
         let client_ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        // Lines logged while the request runs carry the context's request id (`telemetry`).
         let ctx = RequestContext::new(request_id.clone(), ip);
-        // Lines logged while the request runs carry its id; the method and path are on
-        // its access line (each span field is formatted for every request).
-        let span = tracing::info_span!("request", %request_id);
 
-        let mut response = request_context::scope(
-            ctx.clone(),
-            async {
-                match self.inner.call(req).await {
-                    Ok(output) => output.into_response(),
-                    Err(err) if err.is_from_response() => err.into_response(),
-                    Err(err) => {
-                        let mut response = ApiError::from_poem(&err).into_response();
-                        // RFC 9110: a 405 names the methods the path does serve.
-                        if err.is::<MethodNotAllowedError>()
-                            && let Some(allow) = self.routes.allowed_methods(&path)
-                            && let Ok(value) = HeaderValue::from_str(&allow)
-                        {
-                            response.headers_mut().insert(header::ALLOW, value);
-                        }
-                        response
+        let mut response = request_context::scope(ctx.clone(), async {
+            match self.inner.call(req).await {
+                Ok(output) => output.into_response(),
+                Err(err) if err.is_from_response() => err.into_response(),
+                Err(err) => {
+                    let mut response = ApiError::from_poem(&err).into_response();
+                    // RFC 9110: a 405 names the methods the path does serve.
+                    if err.is::<MethodNotAllowedError>()
+                        && let Some(allow) = self.routes.allowed_methods(&path)
+                        && let Ok(value) = HeaderValue::from_str(&allow)
+                    {
+                        response.headers_mut().insert(header::ALLOW, value);
                     }
+                    response
                 }
             }
-            .instrument(span.clone()),
-        )
+        })
         .await;
 
         if let Ok(value) = HeaderValue::from_str(&request_id) {

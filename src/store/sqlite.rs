@@ -29,6 +29,7 @@ use crate::{
         User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
         now_micros,
     },
+    request_context,
 };
 
 /// SQLite names the column, not the index, when a unique index on a column is violated.
@@ -242,14 +243,15 @@ impl SqliteStore {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        let span = tracing::Span::current();
+        let request = request_context::current();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let _entered = span.enter();
-            let mut conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            work(&mut conn)
+            request_context::sync_scope(request, || {
+                let mut conn = pool
+                    .get()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                work(&mut conn)
+            })
         })
         .await
         .map_err(|e| StoreError::Other(format!("database task failed: {e}")))?
@@ -1020,9 +1022,8 @@ impl UserStore for SqliteStore {
         let pool = self.pool.clone();
         let query = query.clone();
         let after = after.cloned();
-        let span = tracing::Span::current();
+        let request = request_context::current();
         tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
             let produce = || -> Result<(), StoreError> {
                 let conn = pool
                     .get()
@@ -1047,7 +1048,7 @@ impl UserStore for SqliteStore {
                 }
                 Ok(())
             };
-            if let Err(e) = produce() {
+            if let Err(e) = request_context::sync_scope(request, produce) {
                 let _ = tx.blocking_send(Err(e));
             }
         });

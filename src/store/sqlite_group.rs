@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::StoreError;
+use crate::request_context;
 
 /// The most writes one transaction carries: bounds how long the first of them waits.
 const GROUP_MAX: usize = 64;
@@ -60,12 +61,9 @@ impl GroupCommit {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let span = tracing::Span::current();
+        let request = request_context::current();
         let job: Job = Box::new(move |conn| {
-            let result = {
-                let _entered = span.enter();
-                in_savepoint(conn, work)
-            };
+            let result = request_context::sync_scope(request, || in_savepoint(conn, work));
             Box::new(move |committed| {
                 let _ = answer.send(committed.and(result));
             })

@@ -65,6 +65,7 @@ async fn access_lines_carry_request_fields_and_no_secret_is_ever_logged() {
         .unwrap();
     client
         .post(format!("{}/api/v1/auth/login", server.base))
+        .header("x-request-id", "log-wrong")
         .json(&json!({"email": "root@example.com", "password": "wrong-secret-pw"}))
         .send()
         .await
@@ -78,6 +79,10 @@ async fn access_lines_carry_request_fields_and_no_secret_is_ever_logged() {
     assert!(line["duration_ms"].as_f64().is_some());
     assert_eq!(line["client_ip"], "127.0.0.1");
     assert_eq!(line["user_id"], 1);
+    // A line logged while a request is served carries the request's id too.
+    let security = server.wait_for(|v| v["target"] == "security" && v["request_id"] == "log-wrong");
+    assert_eq!(security["level"], "WARN");
+    assert_eq!(security["event"], "login.failed");
     server.drain();
     assert_eq!(server.terminate().code(), Some(0));
     server.drain();

@@ -10,7 +10,6 @@ use sqlx::{
     AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
-use tracing::Instrument;
 
 mod barrier;
 mod listener;
@@ -32,10 +31,13 @@ use super::{
     migrations::{self, Fixup, Migration, VERSION_TABLE},
     order_by_sql, prefix_end, rotation_step, search_can_match, sort_key_sql,
 };
-use crate::domain::{
-    DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortDirection,
-    SortValue, User, UserChanges, UserId, UserQuery, fold_email, needs_another_active_superuser,
-    now_micros,
+use crate::{
+    domain::{
+        DashboardStats, Email, EndSessions, Keyset, NewUser, Page, RefreshDecision, SortDirection,
+        SortValue, User, UserChanges, UserId, UserQuery, fold_email,
+        needs_another_active_superuser, now_micros,
+    },
+    request_context,
 };
 
 /// Applies `changes` to user `id` inside the caller's transaction.
@@ -823,33 +825,31 @@ impl UserStore for PostgresStore {
         let pool = self.pool.clone();
         let query = query.clone();
         let after = after.cloned();
-        tokio::spawn(
-            async move {
-                let produce = async {
-                    let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
-                    push_filter_after(&mut qb, &query, after.as_ref());
-                    qb.push(order_sql(&query));
-                    let mut rows = qb.build().fetch(&pool);
-                    let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
-                    while let Some(row) = rows.try_next().await? {
-                        chunk.push(user_from_row(&row)?);
-                        if chunk.len() == EXPORT_CHUNK_ROWS
-                            && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
-                        {
-                            return Ok(()); // the client went away
-                        }
+        let request = request_context::current();
+        tokio::spawn(request_context::continue_scope(request, async move {
+            let produce = async {
+                let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users"));
+                push_filter_after(&mut qb, &query, after.as_ref());
+                qb.push(order_sql(&query));
+                let mut rows = qb.build().fetch(&pool);
+                let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
+                while let Some(row) = rows.try_next().await? {
+                    chunk.push(user_from_row(&row)?);
+                    if chunk.len() == EXPORT_CHUNK_ROWS
+                        && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
+                    {
+                        return Ok(()); // the client went away
                     }
-                    if !chunk.is_empty() {
-                        let _ = tx.send(Ok(chunk)).await;
-                    }
-                    Ok::<_, StoreError>(())
-                };
-                if let Err(e) = produce.await {
-                    let _ = tx.send(Err(e)).await;
                 }
+                if !chunk.is_empty() {
+                    let _ = tx.send(Ok(chunk)).await;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(e) = produce.await {
+                let _ = tx.send(Err(e)).await;
             }
-            .instrument(tracing::Span::current()),
-        );
+        }));
         rx
     }
 
