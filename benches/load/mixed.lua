@@ -3,6 +3,14 @@
 dofile(os.getenv("LUA_DIR") .. "/common.lua")
 local max_id = tonumber(os.getenv("MAX_ID") or "100000")
 local counter = 0
+-- THINK_MS: each connection waits this long between its requests (wrk's delay()), so the
+-- mix runs below saturation: the tail at a given rate, not the queue at the most it can do.
+local think = tonumber(os.getenv("THINK_MS") or "0")
+if think > 0 then
+   function delay()
+      return think
+   end
+end
 
 function request()
    counter = counter + 1
@@ -26,5 +34,5 @@ function request()
 end
 
 function done(summary, latency, requests)
-   summary_json("c_mixed", summary, latency)
+   summary_json(os.getenv("SCENARIO") or "c_mixed", summary, latency)
 end
