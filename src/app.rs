@@ -15,7 +15,8 @@ use poem::{
 
 pub use crate::service::BootstrapAdmin;
 use crate::{
-    admin, api,
+    admin,
+    api::{self, page_json::EncodedUsers},
     config::Settings,
     connection::ConnectionDeadlines,
     error::ApiError,
@@ -120,6 +121,7 @@ async fn build_state(
         routes,
         rate_limits,
         started_at: Instant::now(),
+        encoded_users: EncodedUsers::new(),
     });
     Ok((state, bootstrap))
 }

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Instant};
 
 use crate::{
-    config::Settings, metrics::AppMetrics, middleware::RateLimits, routes::RouteTable,
-    service::Services,
+    api::page_json::EncodedUsers, config::Settings, metrics::AppMetrics, middleware::RateLimits,
+    routes::RouteTable, service::Services,
 };
 
 pub struct AppState {
@@ -15,4 +15,6 @@ pub struct AppState {
     pub routes: Arc<RouteTable>,
     pub rate_limits: Arc<RateLimits>,
     pub started_at: Instant,
+    /// Cached users as `GET /users/{id}` sends them, with their `ETag`s.
+    pub encoded_users: EncodedUsers,
 }

@@ -13,7 +13,7 @@ mod health;
 mod home;
 mod json_body;
 mod metrics;
-mod page_json;
+pub mod page_json;
 mod sessions;
 mod spec_doc;
 mod users;

@@ -6,6 +6,8 @@
 //! `UserOut`, and tests hold the encodings equal. A single user's bytes also give its
 //! `ETag`, which was a second encoding of its own.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use poem::{IntoResponse, Response};
 use poem_openapi::{
@@ -105,7 +107,53 @@ impl ApiResponse for UserPageJson {
 }
 
 /// One user as `Json<UserOut>` writes it, encoded once.
+#[derive(Clone)]
 pub struct UserJson(Vec<u8>);
+
+/// Cached users' encodings and `ETag`s, each kept with the `Arc<User>` it was made from.
+/// The directory hands out the same `Arc` for a user until it changes, so a cached user is
+/// encoded and hashed once instead of per request (≈ 4% of a cached `GET /users/{id}`).
+/// Holding the `Arc` makes the identity check sound: the user cannot be freed and another
+/// allocated at its address while its slot refers to it. Direct-mapped by id: a slot holds
+/// the last user whose id falls on it, so memory stays bounded (`SLOTS` small entries).
+pub struct EncodedUsers {
+    slots: Box<[Mutex<Option<EncodedSlot>>]>,
+}
+
+type EncodedSlot = (Arc<User>, UserJson, String);
+
+impl EncodedUsers {
+    const SLOTS: usize = 4096;
+
+    pub fn new() -> Self {
+        Self {
+            slots: (0..Self::SLOTS).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// `user` encoded, and its `ETag`.
+    pub fn get(&self, user: &Arc<User>) -> Result<(UserJson, String), serde_json::Error> {
+        let slot = &self.slots[(user.id.unsigned_abs() % Self::SLOTS as u64) as usize];
+        if let Ok(held) = slot.lock()
+            && let Some((source, json, etag)) = held.as_ref()
+            && Arc::ptr_eq(source, user)
+        {
+            return Ok((json.clone(), etag.clone()));
+        }
+        let json = UserJson::new(user)?;
+        let etag = json.etag();
+        if let Ok(mut held) = slot.lock() {
+            *held = Some((user.clone(), json.clone(), etag.clone()));
+        }
+        Ok((json, etag))
+    }
+}
+
+impl Default for EncodedUsers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl UserJson {
     pub fn new(user: &User) -> Result<Self, serde_json::Error> {
@@ -244,5 +292,27 @@ mod tests {
                 next_cursor: self.next_cursor.clone(),
             }
         }
+    }
+
+    #[test]
+    fn encoded_users_follow_the_arc_they_were_made_from() {
+        let memo = EncodedUsers::new();
+        let first = Arc::new(user(7, Some("Ada")));
+        let (json, etag) = memo.get(&first).unwrap();
+        assert_eq!(json.0, UserJson::new(&first).unwrap().0);
+        assert_eq!(etag, UserJson::new(&first).unwrap().etag());
+        assert_eq!(memo.get(&first).unwrap().1, etag);
+        // The user changed: the directory hands out a new Arc, and it is encoded anew.
+        let renamed = Arc::new(user(7, Some("Grace")));
+        let (json, renamed_etag) = memo.get(&renamed).unwrap();
+        assert_ne!(renamed_etag, etag);
+        assert_eq!(json.0, UserJson::new(&renamed).unwrap().0);
+        // Two ids on one slot take turns, each answered with its own bytes.
+        let other = Arc::new(user(7 + EncodedUsers::SLOTS as i64, Some("Linus")));
+        assert_eq!(
+            memo.get(&other).unwrap().1,
+            UserJson::new(&other).unwrap().etag()
+        );
+        assert_eq!(memo.get(&renamed).unwrap().1, renamed_etag);
     }
 }

@@ -299,9 +299,8 @@ impl UsersApi {
         id: Path<i64>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> ApiResult<UserResponse> {
-        let user = UserJson::new(&*state.services.users.get(&auth.0, id.0).await?)
-            .map_err(ApiError::internal)?;
-        let etag = user.etag();
+        let user = state.services.users.get(&auth.0, id.0).await?;
+        let (user, etag) = state.encoded_users.get(&user).map_err(ApiError::internal)?;
         if if_none_match
             .0
             .as_deref()
