@@ -16,7 +16,7 @@ use poem::{
 pub use crate::service::BootstrapAdmin;
 use crate::{
     admin,
-    api::{self, page_json::EncodedUsers},
+    api::{self, EncodedUsers},
     config::Settings,
     connection::ConnectionDeadlines,
     error::ApiError,

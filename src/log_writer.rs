@@ -1,5 +1,5 @@
 //! Where log lines go: appended to a shared buffer that a thread of its own writes out
-//! every few milliseconds, or sooner when a burst fills it.
+//! 10 ms after the first line of each batch.
 //!
 //! A request never waits on the write syscall, and — unlike tracing-appender's channel,
 //! whose writer thread sleeps between lines and was woken (a futex call and a context

@@ -112,11 +112,11 @@ impl AppMetrics {
 
     /// Registers the series of one (method, route, status) once; later requests reuse the
     /// handles instead of building labels and looking them up in the registry.
-    fn register_request_handles(&self, key: RequestKey) -> RequestHandles {
-        let (method, label, status) = key;
+    fn register_request_handles(&self, series: RequestKey) -> RequestHandles {
+        let (method, label, status) = series;
         let route = self.routes.template(label).to_string();
         let requests = self.recorder.register_counter(
-            &Key::from_parts(
+            &key(
                 "http_requests_total",
                 vec![
                     Label::new("method", method),
@@ -127,7 +127,7 @@ impl AppMetrics {
             &METADATA,
         );
         let duration = self.recorder.register_histogram(
-            &Key::from_parts(
+            &key(
                 "http_request_duration_seconds",
                 vec![Label::new("method", method), Label::new("route", route)],
             ),
@@ -135,7 +135,7 @@ impl AppMetrics {
         );
         let handles = (requests, duration);
         if let Ok(mut cache) = self.request_handles.write() {
-            cache.insert(key, handles.clone());
+            cache.insert(series, handles.clone());
         }
         handles
     }

@@ -60,7 +60,7 @@ pub fn sync_scope<R>(ctx: Option<Arc<RequestContext>>, f: impl FnOnce() -> R) ->
 /// `scope` for a spawned task that continues a request, when there is one.
 pub async fn continue_scope<F: Future>(ctx: Option<Arc<RequestContext>>, fut: F) -> F::Output {
     match ctx {
-        Some(ctx) => CONTEXT.scope(ctx, fut).await,
+        Some(ctx) => scope(ctx, fut).await,
         None => fut.await,
     }
 }

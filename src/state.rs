@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Instant};
 
 use crate::{
-    api::page_json::EncodedUsers, config::Settings, metrics::AppMetrics, middleware::RateLimits,
+    api::EncodedUsers, config::Settings, metrics::AppMetrics, middleware::RateLimits,
     routes::RouteTable, service::Services,
 };
 

@@ -61,9 +61,9 @@ pub fn init(format: LogFormat) -> FlushGuard {
 
 /// The subscriber's own line, with `request_id` added when the event happens while a
 /// request is served (the access line has it already).
-pub struct WithRequestId<F> {
-    pub inner: F,
-    pub json: bool,
+struct WithRequestId<F> {
+    inner: F,
+    json: bool,
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>

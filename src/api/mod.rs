@@ -13,7 +13,7 @@ mod health;
 mod home;
 mod json_body;
 mod metrics;
-pub mod page_json;
+mod page_json;
 mod sessions;
 mod spec_doc;
 mod users;
@@ -36,6 +36,7 @@ pub use health::HealthApi;
 pub use home::HomeApi;
 pub use json_body::JsonBody;
 pub use metrics::MetricsApi;
+pub use page_json::EncodedUsers;
 pub use sessions::SessionsApi;
 pub use users::UsersApi;
 
