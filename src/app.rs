@@ -8,9 +8,8 @@ use std::{
 };
 
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Route, Server,
+    Endpoint, EndpointExt, Route, Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    middleware::CatchPanic,
 };
 
 pub use crate::service::BootstrapAdmin;
@@ -19,9 +18,8 @@ use crate::{
     api::{self, EncodedUsers},
     config::Settings,
     connection::ConnectionDeadlines,
-    error::ApiError,
     metrics::AppMetrics,
-    middleware::{BodyLimit, Observe, RateLimit, RateLimits, SecurityHeaders, Timeout},
+    middleware::{Edge, RateLimits},
     routes::RouteTable,
     service::{Clock, Services},
     state::AppState,
@@ -140,21 +138,14 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
         poem::endpoint::make_sync(move |_| poem::web::Html(html.as_str().to_string()))
     };
     let settings = &state.settings;
-    let observe = Observe {
+    let edge = Edge {
         trust_proxy_headers: settings.trust_proxy_headers,
         slow_request: settings.slow_request,
+        request_timeout: settings.request_timeout,
+        max_body_bytes: settings.max_body_bytes,
+        rate_limits: state.rate_limits.clone(),
         metrics: state.metrics.clone(),
         routes: state.routes.clone(),
-    };
-    let rate_limit = RateLimit {
-        limits: state.rate_limits.clone(),
-        metrics: state.metrics.clone(),
-    };
-    let timeout = Timeout {
-        limit: settings.request_timeout,
-    };
-    let body_limit = BodyLimit {
-        max_bytes: settings.max_body_bytes,
     };
     extra
         .at("/docs", docs())
@@ -163,15 +154,7 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
         .nest("/admin", admin::routes())
         .nest("/", api::service())
         .data(state)
-        .with(body_limit)
-        .with(timeout)
-        .with(rate_limit)
-        .with(
-            CatchPanic::new()
-                .with_handler(|_| ApiError::internal("handler panicked").into_response()),
-        )
-        .with(observe)
-        .with(SecurityHeaders)
+        .with(edge)
 }
 
 /// Binds `addr` (port 0 picks a free one).

@@ -1,13 +1,12 @@
-//! Layers every request passes through.
+//! The layer every request passes through (`edge`) and its parts.
 
 mod client_ip;
+mod edge;
 mod headers;
 mod limits;
-mod observe;
 pub mod rate_limit;
 
 pub use client_ip::client_ip;
-pub use headers::SecurityHeaders;
-pub use limits::{BodyLimit, Timeout, timeout_message};
-pub use observe::Observe;
-pub use rate_limit::{RateLimit, RateLimits};
+pub use edge::Edge;
+pub use limits::timeout_message;
+pub use rate_limit::RateLimits;

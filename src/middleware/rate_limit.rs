@@ -2,7 +2,7 @@
 //! login, refresh and register. Health routes are exempt.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     num::NonZeroU32,
     sync::{Arc, Weak},
     time::Duration,
@@ -14,13 +14,11 @@ use governor::{
     middleware::StateInformationMiddleware,
     state::keyed::DefaultKeyedStateStore,
 };
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, http::HeaderValue};
+use poem::{IntoResponse, Response, http::HeaderValue};
 
-use crate::request_context::current_client_ip;
 use crate::{
     config::RateLimitSettings,
     error::{ApiError, ErrorCode},
-    metrics::AppMetrics,
 };
 
 type KeyedLimiter =
@@ -171,78 +169,32 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Must sit inside `Observe`, which resolves the client address once per request.
-pub struct RateLimit {
-    pub limits: Arc<RateLimits>,
-    pub metrics: Arc<AppMetrics>,
+fn set_header(resp: &mut Response, name: &'static str, value: u32) {
+    resp.headers_mut().insert(name, HeaderValue::from(value));
 }
 
-impl<E: Endpoint> Middleware<E> for RateLimit {
-    type Output = RateLimitEndpoint<E>;
-
-    fn transform(&self, inner: E) -> Self::Output {
-        RateLimitEndpoint {
-            inner,
-            limits: self.limits.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
+/// The 429 for a client over its limit.
+pub fn limited_response(limit: u32, retry_after_secs: u64) -> Response {
+    let mut resp = ApiError::new(
+        ErrorCode::RateLimited,
+        format!("Too many requests; retry in {retry_after_secs} s."),
+    )
+    .retry_after(retry_after_secs)
+    .into_response();
+    set_header(&mut resp, "x-ratelimit-limit", limit);
+    set_header(&mut resp, "x-ratelimit-remaining", 0);
+    resp
 }
 
-pub struct RateLimitEndpoint<E> {
-    inner: E,
-    limits: Arc<RateLimits>,
-    metrics: Arc<AppMetrics>,
-}
-
-fn set_header(resp: &mut Response, name: &'static str, value: impl ToString) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        resp.headers_mut().insert(name, v);
-    }
-}
-
-impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> Result<Response> {
-        let ip = current_client_ip().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        match self.limits.check(ip, req.uri().path()) {
-            None => self.inner.call(req).await.map(IntoResponse::into_response),
-            Some(Verdict::Allowed {
-                limit, remaining, ..
-            }) => {
-                let mut resp = self
-                    .inner
-                    .call(req)
-                    .await
-                    .map(IntoResponse::into_response)?;
-                set_header(&mut resp, "x-ratelimit-limit", limit);
-                set_header(&mut resp, "x-ratelimit-remaining", remaining);
-                Ok(resp)
-            }
-            Some(Verdict::Limited {
-                bucket,
-                limit,
-                retry_after_secs,
-            }) => {
-                self.metrics.record_rate_limited(bucket.as_label());
-                let mut resp = ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!("Too many requests; retry in {retry_after_secs} s."),
-                )
-                .retry_after(retry_after_secs)
-                .into_response();
-                set_header(&mut resp, "x-ratelimit-limit", limit);
-                set_header(&mut resp, "x-ratelimit-remaining", 0);
-                Ok(resp)
-            }
-        }
-    }
+/// The client's bucket size and what is left of it.
+pub fn add_headers(limit: u32, remaining: u32, resp: &mut Response) {
+    set_header(resp, "x-ratelimit-limit", limit);
+    set_header(resp, "x-ratelimit-remaining", remaining);
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::{collections::HashMap, net::Ipv4Addr};
 
     use super::*;
 

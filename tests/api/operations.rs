@@ -97,6 +97,18 @@ backend_tests! {
         assert!(recovered);
         let ok = app.get("/api/v1/users/me", Some(app.admin())).await;
         assert_eq!(ok.header("x-ratelimit-limit"), Some("3"));
+        // An error answer (here a 404 from the handler) carries the headers too.
+        let mut missing = app.get("/api/v1/users/999999", Some(app.admin())).await;
+        for _ in 0..50 {
+            if missing.status != 429 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            missing = app.get("/api/v1/users/999999", Some(app.admin())).await;
+        }
+        missing.assert_error(404, "not_found");
+        assert_eq!(missing.header("x-ratelimit-limit"), Some("3"));
+        assert!(missing.header("x-ratelimit-remaining").is_some());
         let mut metrics = String::new();
         for _ in 0..100 {
             let r = app.get("/metrics", None).await;
