@@ -100,12 +100,14 @@ impl AppMetrics {
 
     pub fn record_request(&self, method: &'static str, path: &str, status: u16, elapsed: Duration) {
         let key = (method, self.routes.label_of(path), status);
-        let cached = self
-            .request_handles
-            .read()
-            .ok()
-            .and_then(|handles| handles.get(&key).cloned());
-        let (requests, duration) = cached.unwrap_or_else(|| self.register_request_handles(key));
+        if let Ok(handles) = self.request_handles.read()
+            && let Some((requests, duration)) = handles.get(&key)
+        {
+            requests.increment(1);
+            duration.record(elapsed.as_secs_f64());
+            return;
+        }
+        let (requests, duration) = self.register_request_handles(key);
         requests.increment(1);
         duration.record(elapsed.as_secs_f64());
     }

@@ -129,6 +129,11 @@ impl RouteTable {
             .map_or(UNMATCHED, |index| RouteLabel(SPECIAL_LABELS.len() + index))
     }
 
+    /// Whether `path` is one of the document's paths (any method).
+    pub fn is_api_path(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
     /// The text of a label from `label_of`.
     pub fn template(&self, label: RouteLabel) -> &str {
         self.templates

@@ -104,14 +104,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let status_code = response.status().as_u16();
         self.metrics
             .record_request(method, &path, status_code, elapsed);
-        let client_ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
         AccessLine {
             request_id: &ctx.request_id,
             method,
             path: &path,
             status_code,
             duration_ms,
-            client_ip: &client_ip,
+            client_ip: ip,
             user_id: ctx.user_id(),
             slow: elapsed >= self.slow_request,
         }
