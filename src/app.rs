@@ -33,7 +33,8 @@ pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn UserStore>) -> Arc<dyn UserStore>
 pub struct LaunchOptions {
     pub clock: Clock,
     pub wrap_store: Option<StoreWrapper>,
-    /// Routes mounted inside every layer (tests add slow or panicking routes).
+    /// Routes mounted inside every layer (tests add slow or panicking routes), never
+    /// under `/api/` or `/health`: those paths go to the API alone (`ApiFirst`).
     pub extra_routes: Route,
 }
 
@@ -154,29 +155,27 @@ fn build_endpoint(state: Arc<AppState>, extra: Route) -> impl Endpoint + 'static
         .at("/openapi.json", spec)
         .nest("/admin", admin::routes())
         .nest("/", api.clone());
-    ApiFirst {
-        api,
-        all,
-        routes: state.routes.clone(),
-    }
-    .data(state)
-    .with(edge)
+    ApiFirst { api, all }.data(state).with(edge)
 }
 
-/// A path of the API's own document goes straight to the API; any other through the whole
-/// router, which nests the same API under `/`, so both ways answer alike. The short way
-/// skips a route lookup, a rebuilt URI and a boxed future on every API request.
+/// API paths (`/api/…`, `/health…`) go straight to the API; any other through the whole
+/// router, which nests the same API under `/` and has nothing else under those prefixes,
+/// so both ways answer alike. The short way skips a route lookup, a rebuilt URI and a
+/// boxed future on every API request.
 struct ApiFirst<A> {
     api: Arc<A>,
     all: Route,
-    routes: Arc<RouteTable>,
+}
+
+fn is_api_path(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/health")
 }
 
 impl<A: Endpoint> Endpoint for ApiFirst<A> {
     type Output = poem::Response;
 
     async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
-        if self.routes.is_api_path(req.uri().path()) {
+        if is_api_path(req.uri().path()) {
             self.api.call(req).await.map(IntoResponse::into_response)
         } else {
             self.all.call(req).await

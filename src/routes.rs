@@ -1,6 +1,8 @@
 //! The API's route templates, read from its own OpenAPI document: paths become templates
 //! for metrics labels (never raw ids), and a path's methods become the `Allow` of a 405.
 
+use std::collections::HashMap;
+
 enum Segment {
     Literal(String),
     Param,
@@ -45,6 +47,9 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// `SPECIAL_LABELS`, then each route's template (`/api/v1/users/{id}`).
     templates: Vec<String>,
+    /// The routes without parameters by their exact path: most requests are found here
+    /// without walking the table.
+    exact: HashMap<String, usize>,
 }
 
 impl RouteTable {
@@ -81,12 +86,25 @@ impl RouteTable {
             .map(|label| label.to_string())
             .chain(routes.iter().map(Route::template))
             .collect();
-        Self { routes, templates }
+        let exact = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.segments.iter().all(|s| matches!(s, Segment::Literal(_))))
+            .map(|(index, r)| (r.template(), index))
+            .collect();
+        Self {
+            routes,
+            templates,
+            exact,
+        }
     }
 
     /// The index of the route serving `path`; literal segments win over parameters
     /// (`/users/me`). Runs for every request, so it allocates nothing.
     fn find(&self, path: &str) -> Option<usize> {
+        if let Some(&index) = self.exact.get(path) {
+            return Some(index);
+        }
         let mut parts = [""; MAX_SEGMENTS];
         let mut count = 0;
         for part in path.split('/').filter(|s| !s.is_empty()) {
@@ -127,11 +145,6 @@ impl RouteTable {
         }
         self.find(path)
             .map_or(UNMATCHED, |index| RouteLabel(SPECIAL_LABELS.len() + index))
-    }
-
-    /// Whether `path` is one of the document's paths (any method).
-    pub fn is_api_path(&self, path: &str) -> bool {
-        self.find(path).is_some()
     }
 
     /// The text of a label from `label_of`.
@@ -184,6 +197,13 @@ mod tests {
             routes.label_of("/api/v1/users/7"),
             routes.label_of("/api/v1/users/8")
         );
+        // Found exactly or by walking the table, a path gets the same label.
+        assert_eq!(template_of(&routes, "/api/v1/users/"), "/api/v1/users");
+        assert_eq!(
+            template_of(&routes, "//api/v1/users/me"),
+            "/api/v1/users/me"
+        );
+        assert_eq!(template_of(&routes, "/health"), "/health");
     }
 
     #[test]
