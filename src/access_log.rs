@@ -250,27 +250,7 @@ mod tests {
 
     /// What the subscriber writes for the same line, as the binary configures it.
     fn through_subscriber(line: &AccessLine<'_>, json: bool) -> String {
-        use std::sync::{Arc, Mutex};
-
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl Write for Captured {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-            type Writer = Captured;
-            fn make_writer(&'a self) -> Captured {
-                self.clone()
-            }
-        }
-
-        let out = Captured::default();
+        let out = crate::log_writer::Captured::default();
         let builder = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(out.clone());

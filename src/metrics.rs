@@ -100,16 +100,17 @@ impl AppMetrics {
 
     pub fn record_request(&self, method: &'static str, path: &str, status: u16, elapsed: Duration) {
         let key = (method, self.routes.label_of(path), status);
-        if let Ok(handles) = self.request_handles.read()
-            && let Some((requests, duration)) = handles.get(&key)
-        {
+        let record = |(requests, duration): &RequestHandles| {
             requests.increment(1);
             duration.record(elapsed.as_secs_f64());
-            return;
+        };
+        // Under the read lock: cloning the handles out would cost four atomic operations.
+        if let Ok(handles) = self.request_handles.read()
+            && let Some(found) = handles.get(&key)
+        {
+            return record(found);
         }
-        let (requests, duration) = self.register_request_handles(key);
-        requests.increment(1);
-        duration.record(elapsed.as_secs_f64());
+        record(&self.register_request_handles(key));
     }
 
     /// Registers the series of one (method, route, status) once; later requests reuse the

@@ -36,6 +36,7 @@ use crate::{
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The settings and shared state the layer reads.
+#[derive(Clone)]
 pub struct Edge {
     pub trust_proxy_headers: bool,
     pub slow_request: Duration,
@@ -52,26 +53,14 @@ impl<E: Endpoint> Middleware<E> for Edge {
     fn transform(&self, inner: E) -> Self::Output {
         EdgeEndpoint {
             inner,
-            trust_proxy_headers: self.trust_proxy_headers,
-            slow_request: self.slow_request,
-            request_timeout: self.request_timeout,
-            max_body_bytes: self.max_body_bytes,
-            rate_limits: self.rate_limits.clone(),
-            metrics: self.metrics.clone(),
-            routes: self.routes.clone(),
+            edge: self.clone(),
         }
     }
 }
 
 pub struct EdgeEndpoint<E> {
     inner: E,
-    trust_proxy_headers: bool,
-    slow_request: Duration,
-    request_timeout: Duration,
-    max_body_bytes: usize,
-    rate_limits: Arc<RateLimits>,
-    metrics: Arc<AppMetrics>,
-    routes: Arc<RouteTable>,
+    edge: Edge,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -88,7 +77,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let method = method_label(req.method());
         let path = req.uri().path().to_string();
-        let ip = client_ip(&req, self.trust_proxy_headers);
+        let ip = client_ip(&req, self.edge.trust_proxy_headers);
         // Lines logged while the request runs carry the context's request id (`telemetry`).
         let ctx = RequestContext::new(request_id, ip);
 
@@ -102,7 +91,8 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         // Microsecond precision: 0.491, not 0.49098900000000006.
         let duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         let status_code = response.status().as_u16();
-        self.metrics
+        self.edge
+            .metrics
             .record_request(method, &path, status_code, elapsed);
         AccessLine {
             request_id: &ctx.request_id,
@@ -112,7 +102,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             duration_ms,
             client_ip: ip,
             user_id: ctx.user_id(),
-            slow: elapsed >= self.slow_request,
+            slow: elapsed >= self.edge.slow_request,
         }
         .emit();
         Ok(response)
@@ -123,23 +113,26 @@ impl<E: Endpoint> EdgeEndpoint<E> {
     /// The response, within the request context: every error body names the request id.
     async fn respond(&self, req: Request, path: &str, ip: Option<IpAddr>) -> Response {
         let client = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let verdict = self.rate_limits.check(client, path);
+        let verdict = self.edge.rate_limits.check(client, path);
         if let Some(Verdict::Limited {
             bucket,
             limit,
             retry_after_secs,
         }) = verdict
         {
-            self.metrics.record_rate_limited(bucket.as_label());
+            self.edge.metrics.record_rate_limited(bucket.as_label());
             return rate_limit::limited_response(limit, retry_after_secs);
         }
-        let served = AssertUnwindSafe(tokio::time::timeout(self.request_timeout, self.serve(req)))
-            .catch_unwind()
-            .await;
+        let served = AssertUnwindSafe(tokio::time::timeout(
+            self.edge.request_timeout,
+            self.serve(req),
+        ))
+        .catch_unwind()
+        .await;
         let mut response = match served {
             Ok(Ok(Ok(response))) => response,
             Ok(Ok(Err(err))) => self.error_response(err, path),
-            Ok(Err(_elapsed)) => limits::timed_out(self.request_timeout).into_response(),
+            Ok(Err(_elapsed)) => limits::timed_out(self.edge.request_timeout).into_response(),
             Err(_panic) => ApiError::internal("handler panicked").into_response(),
         };
         if let Some(Verdict::Allowed {
@@ -152,7 +145,7 @@ impl<E: Endpoint> EdgeEndpoint<E> {
     }
 
     async fn serve(&self, mut req: Request) -> Result<Response> {
-        limits::read_body(&mut req, self.max_body_bytes).await?;
+        limits::read_body(&mut req, self.edge.max_body_bytes).await?;
         self.inner.call(req).await.map(IntoResponse::into_response)
     }
 
@@ -164,7 +157,7 @@ impl<E: Endpoint> EdgeEndpoint<E> {
         let mut response = ApiError::from_poem(&err).into_response();
         // RFC 9110: a 405 names the methods the path does serve.
         if err.is::<MethodNotAllowedError>()
-            && let Some(allow) = self.routes.allowed_methods(path)
+            && let Some(allow) = self.edge.routes.allowed_methods(path)
             && let Ok(value) = HeaderValue::from_str(&allow)
         {
             response.headers_mut().insert(header::ALLOW, value);

@@ -181,8 +181,7 @@ pub fn limited_response(limit: u32, retry_after_secs: u64) -> Response {
     )
     .retry_after(retry_after_secs)
     .into_response();
-    set_header(&mut resp, "x-ratelimit-limit", limit);
-    set_header(&mut resp, "x-ratelimit-remaining", 0);
+    add_headers(limit, 0, &mut resp);
     resp
 }
 
